@@ -1,0 +1,54 @@
+# Task runner: `make run` starts the gateway, `make test` runs the whole suite (both set up .venv).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PROTO_OUT := gateway/_proto
+
+.PHONY: setup run test lint typecheck proto proto-check bench clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(BIN)/transfer-gateway serve
+
+test: setup proto-check lint typecheck
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+# Regenerates the committed protobuf code. The sed turns grpc_tools' absolute import of the
+# generated module into one that works inside the `gateway` package.
+proto: setup
+	rm -rf $(PROTO_OUT)/transfer_gateway
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -I protos \
+		--python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
+		--mypy_out=$(PROTO_OUT) --mypy_grpc_out=$(PROTO_OUT) \
+		protos/transfer_gateway/v1/gateway.proto
+	sed -i 's/^from transfer_gateway\.v1 import/from gateway._proto.transfer_gateway.v1 import/' \
+		$(PROTO_OUT)/transfer_gateway/v1/*.py $(PROTO_OUT)/transfer_gateway/v1/*.pyi
+	touch $(PROTO_OUT)/transfer_gateway/__init__.py $(PROTO_OUT)/transfer_gateway/v1/__init__.py
+
+# Fails when the committed generated code differs from what `make proto` makes now.
+proto-check: setup
+	@tmp=$$(mktemp -d) && cp -r $(PROTO_OUT) $$tmp/before && \
+	$(MAKE) -s proto >/dev/null && \
+	if ! diff -r $$tmp/before $(PROTO_OUT) >/dev/null; then \
+		echo "generated protobuf code is out of date: run 'make proto' and commit"; \
+		diff -r $$tmp/before $(PROTO_OUT) | head -20; rm -rf $$tmp; exit 1; fi; rm -rf $$tmp
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,76 @@
+"""The core's vocabulary: targets, server states, stages and state updates."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class ServerState(enum.StrEnum):
+    """AWS Transfer Family's `State` enum (botocore model 2018-11-05), plus UNKNOWN before a read."""
+
+    UNKNOWN = "UNKNOWN"
+    OFFLINE = "OFFLINE"
+    ONLINE = "ONLINE"
+    STARTING = "STARTING"
+    STOPPING = "STOPPING"
+    START_FAILED = "START_FAILED"
+    STOP_FAILED = "STOP_FAILED"
+
+    @classmethod
+    def parse(cls, value: str) -> ServerState:
+        """An AWS state string; anything this model does not know becomes UNKNOWN."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNKNOWN
+
+
+#: States that end a stop: the server will not change again without a new request.
+STOP_TERMINAL = frozenset({ServerState.OFFLINE, ServerState.STOP_FAILED})
+
+
+class Stage(enum.Enum):
+    """The gateway's own progress on one request."""
+
+    WAITING_FOR_BUDGET = "WAITING_FOR_BUDGET"
+    STOP_REQUESTED = "STOP_REQUESTED"
+    WATCHING = "WATCHING"
+    DONE = "DONE"
+
+
+@dataclass(frozen=True, slots=True)
+class BucketKey:
+    """One upstream budget: AWS throttles per account and region, so the gateway does too."""
+
+    account_id: str
+    region: str
+
+    def __str__(self) -> str:
+        return f"{self.account_id}/{self.region}"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A validated server address: which server, in which account and region."""
+
+    account_id: str
+    region: str
+    server_id: str
+
+    @property
+    def bucket(self) -> BucketKey:
+        return BucketKey(self.account_id, self.region)
+
+
+@dataclass(frozen=True, slots=True)
+class StateUpdate:
+    """One event of a stream, shared by every caller of the same stop or watch."""
+
+    target: Target
+    state: ServerState
+    stage: Stage
+    observed_at: float  # wall clock, seconds since the epoch
+    terminal: bool = False
+    aws_request_id: str = ""
+    budget_wait: float = 0.0
