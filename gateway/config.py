@@ -73,3 +73,69 @@ __all__ = [
     "SettingsError",
     "from_mapping",
 ]
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    """The upstream budget per (account, region). The defaults stay below the emulator's default
+    quota (10/s per operation) so the gateway, not AWS, is what makes callers wait."""
+
+    rate: float = 8.0
+    burst: int = 10
+    #: Callers waiting for one account's budget in this process before new ones are refused.
+    max_queue: int = 10_000
+    #: Longest budget wait for a caller that set no deadline.
+    max_wait_seconds: float = 600.0
+
+    def __post_init__(self) -> None:
+        _check(self, "rate", self.rate > 0, "must be > 0")
+        _check(self, "burst", self.burst >= 1, "must be >= 1")
+        _check(self, "max_queue", self.max_queue >= 1, "must be >= 1")
+        _check(self, "max_wait_seconds", self.max_wait_seconds > 0, "must be > 0")
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """The gateway's one retry policy for upstream calls (botocore's own retries are off)."""
+
+    max_attempts: int = 5
+    base_delay: float = 0.2
+    max_delay: float = 5.0
+    #: Wait after a ThrottlingException that carried no RetryAfterSeconds.
+    default_retry_after: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(self, "max_attempts", self.max_attempts >= 1, "must be >= 1")
+        _check(self, "base_delay", self.base_delay >= 0, "must be >= 0")
+        _check(self, "max_delay", self.max_delay >= self.base_delay, "must be >= base_delay")
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    """Polling: one watcher per (account, region); its interval grows from initial to max."""
+
+    poll_initial: float = 0.25
+    poll_factor: float = 1.5
+    poll_max: float = 2.0
+    #: Up to this many watched servers a poll uses DescribeServer each; above, ListServers pages.
+    describe_max: int = 2
+    #: A stop or watch that has not ended by then ends with DEADLINE_EXCEEDED.
+    max_watch_seconds: float = 3600.0
+
+    def __post_init__(self) -> None:
+        _check(self, "poll_initial", self.poll_initial > 0, "must be > 0")
+        _check(self, "poll_factor", self.poll_factor >= 1, "must be >= 1")
+        _check(self, "poll_max", self.poll_max >= self.poll_initial, "must be >= poll_initial")
+        _check(self, "describe_max", self.describe_max >= 0, "must be >= 0")
+        _check(self, "max_watch_seconds", self.max_watch_seconds > 0, "must be > 0")
+
+
+@dataclass(frozen=True)
+class CoreSettings:
+    """What the core (validation, budget, calls, watching) needs."""
+
+    default_account: str = DEFAULT_EMULATOR_ACCOUNT
+    default_region: str = DEFAULT_REGION
+    budget: BudgetSettings = dataclasses.field(default_factory=BudgetSettings)
+    retry: RetrySettings = dataclasses.field(default_factory=RetrySettings)
+    watch: WatchSettings = dataclasses.field(default_factory=WatchSettings)

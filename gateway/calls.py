@@ -1,0 +1,108 @@
+"""Every upstream call paid from its account's budget, under the gateway's one retry policy."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
+
+from gateway.clock import Clock
+from gateway.config import RetrySettings
+from gateway.domain import BucketKey
+from gateway.errors import ErrorKind, UpstreamError
+from gateway.limiting.base import Limiter, Priority
+
+_T = TypeVar("_T")
+log = structlog.get_logger(__name__)
+
+#: Outcomes a retry can change; every other error is an answer and goes straight to the caller.
+_RETRYABLE = frozenset(
+    {ErrorKind.UPSTREAM_THROTTLED, ErrorKind.UPSTREAM_UNAVAILABLE, ErrorKind.UPSTREAM_INTERNAL}
+)
+
+#: Called after each upstream attempt with (operation, outcome) for metrics; outcome is "ok" or
+#: the error's reason.
+Observer = Callable[[str, str], None]
+
+
+class BudgetedCaller:
+    """Pays each attempt from the budget: a retry is an upstream call like any other, so a
+    hidden retry storm cannot happen. Throttling pauses and slows the account's bucket (AIMD);
+    500s and network failures back off with full jitter. No retry outlives the deadline."""
+
+    def __init__(
+        self,
+        limiter: Limiter,
+        retry: RetrySettings,
+        clock: Clock,
+        *,
+        rng: random.Random | None = None,
+        observe: Observer | None = None,
+    ) -> None:
+        self._limiter = limiter
+        self._retry = retry
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._observe = observe
+
+    async def call(
+        self,
+        key: BucketKey,
+        operation: str,
+        attempt_once: Callable[[], Awaitable[_T]],
+        *,
+        priority: Priority,
+        deadline: float | None,
+        on_queued: Callable[[], None] | None = None,
+    ) -> tuple[_T, float]:
+        """Run `attempt_once` until it succeeds or fails for good; return (result, budget wait)."""
+        waited = 0.0
+        attempt = 0
+        while True:
+            attempt += 1
+            waited += await self._limiter.acquire(
+                key, deadline=deadline, priority=priority, on_queued=on_queued
+            )
+            on_queued = None  # only the first wait is news to the caller
+            try:
+                result = await attempt_once()
+            except UpstreamError as exc:
+                self._note(operation, exc.kind.reason)
+                if exc.kind not in _RETRYABLE or attempt >= self._retry.max_attempts:
+                    raise
+                delay = await self._backoff(key, exc, attempt)
+                if deadline is not None and self._clock.monotonic() + delay > deadline:
+                    raise
+                log.info(
+                    "upstream.retry",
+                    operation=operation,
+                    account=key.account_id,
+                    region=key.region,
+                    reason=exc.kind.reason,
+                    attempt=attempt,
+                    delay=round(delay, 3),
+                    aws_request_id=exc.aws_request_id,
+                )
+                await self._clock.sleep(delay)
+                continue
+            self._note(operation, "ok")
+            await self._limiter.succeeded(key)
+            return result, waited
+
+    async def _backoff(self, key: BucketKey, exc: UpstreamError, attempt: int) -> float:
+        if exc.kind is ErrorKind.UPSTREAM_THROTTLED:
+            retry_after = exc.retry_after
+            if retry_after is None:
+                retry_after = self._retry.default_retry_after
+            # Pausing the bucket holds back every caller of this account, not only this one,
+            # and cutting its rate keeps the next calls from throttling again; the paused
+            # bucket then delays this attempt too, on top of the jitter below.
+            await self._limiter.throttled(key, retry_after)
+        cap = min(self._retry.max_delay, self._retry.base_delay * 2 ** (attempt - 1))
+        return self._rng.uniform(0, cap)
+
+    def _note(self, operation: str, outcome: str) -> None:
+        if self._observe is not None:
+            self._observe(operation, outcome)

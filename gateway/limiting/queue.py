@@ -1,0 +1,149 @@
+"""The Limiter: a first-come-first-served queue per bucket in front of a Bucket backend."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable
+
+from gateway.clock import Clock
+from gateway.domain import BucketKey
+from gateway.errors import BudgetExhausted
+from gateway.limiting.base import Bucket, BucketStatus, Priority, RateFor
+
+
+class _Queue:
+    """The waiters of one bucket, by priority, and the one task that hands out its tokens."""
+
+    def __init__(self) -> None:
+        self.waiters: dict[Priority, deque[asyncio.Future[None]]] = {p: deque() for p in Priority}
+        self.dispatcher: asyncio.Task[None] | None = None
+        self.next_token_at = 0.0
+
+    def live(self) -> int:
+        return sum(1 for d in self.waiters.values() for f in d if not f.done())
+
+    def ahead_of(self, priority: Priority) -> int:
+        return sum(
+            1 for p, d in self.waiters.items() if p <= priority for f in d if not f.done()
+        )
+
+    def pop_first(self) -> asyncio.Future[None] | None:
+        for p in sorted(self.waiters):
+            d = self.waiters[p]
+            while d:
+                fut = d.popleft()
+                if not fut.done():
+                    return fut
+        return None
+
+
+class QueuedLimiter:
+    """Serves waiters first come, first served within a priority, one bucket at a time.
+
+    Each bucket has its own queue and dispatcher, so a busy account never delays another. A
+    dispatcher exists only while its queue has waiters, so an idle gateway holds no tasks. The
+    deadline check is made up front from the queue length, so a wait that cannot fit is refused
+    at once instead of after a futile wait."""
+
+    def __init__(self, bucket: Bucket, rate_for: RateFor, clock: Clock, *, max_queue: int) -> None:
+        self._bucket = bucket
+        self._rate_for = rate_for
+        self._clock = clock
+        self._max_queue = max_queue
+        self._queues: dict[BucketKey, _Queue] = {}
+        self._seen: set[BucketKey] = set()
+
+    async def acquire(
+        self,
+        key: BucketKey,
+        *,
+        deadline: float | None,
+        priority: Priority = Priority.STOP,
+        on_queued: Callable[[], None] | None = None,
+    ) -> float:
+        self._seen.add(key)
+        start = self._clock.monotonic()
+        rate, burst = self._rate_for(key)
+        queue = self._queues.get(key)
+        if queue is None:
+            # Nobody is waiting: try the bucket directly, the common case costs no task.
+            first_wait = await self._bucket.take(key, rate, burst)
+            if first_wait == 0.0:
+                return 0.0
+            queue = self._queues.setdefault(key, _Queue())
+            queue.next_token_at = start + first_wait
+        ahead = queue.ahead_of(priority)
+        estimate = max(0.0, queue.next_token_at - start) + ahead / rate
+        meta = {"account_id": key.account_id, "region": key.region}
+        if queue.live() >= self._max_queue:
+            raise BudgetExhausted(
+                f"the budget queue of {key} is full ({self._max_queue} waiting)",
+                retry_after=estimate,
+                metadata=meta,
+            )
+        if deadline is not None and start + estimate > deadline:
+            raise BudgetExhausted(
+                f"the budget of {key} has a wait of about {estimate:.2f}s, longer than the"
+                f" {max(0.0, deadline - start):.2f}s left before the deadline",
+                retry_after=estimate,
+                metadata=meta,
+            )
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.waiters[priority].append(fut)
+        if queue.dispatcher is None:
+            queue.dispatcher = asyncio.create_task(
+                self._dispatch(key, queue), name=f"budget-dispatcher {key}"
+            )
+        if on_queued is not None:
+            on_queued()
+        await fut  # a cancelled waiter's future is cancelled too; the dispatcher skips it
+        return self._clock.monotonic() - start
+
+    async def _dispatch(self, key: BucketKey, queue: _Queue) -> None:
+        try:
+            while queue.live():
+                rate, burst = self._rate_for(key)
+                wait = await self._bucket.take(key, rate, burst)
+                if wait > 0.0:
+                    queue.next_token_at = self._clock.monotonic() + wait
+                    await self._clock.sleep(wait)
+                    continue
+                fut = queue.pop_first()
+                if fut is not None:
+                    fut.set_result(None)
+                # else: the last waiter left after the token was taken; one token is lost,
+                # which errs on the side of AWS's budget.
+        except Exception as exc:  # a backend failure (Redis down) fails the waiters, not silently
+            while (fut := queue.pop_first()) is not None:
+                fut.set_exception(exc)
+        finally:
+            queue.dispatcher = None
+            # No await since the last `live()` check, so no waiter can have joined meanwhile.
+            if self._queues.get(key) is queue:
+                del self._queues[key]
+
+    async def throttled(self, key: BucketKey, retry_after: float) -> None:
+        await self._bucket.penalize(key, retry_after)
+
+    async def succeeded(self, key: BucketKey) -> None:
+        await self._bucket.reward(key)
+
+    async def status(self, key: BucketKey) -> BucketStatus:
+        rate, burst = self._rate_for(key)
+        base = await self._bucket.status(key, rate, burst)
+        queue = self._queues.get(key)
+        return BucketStatus(base.tokens, base.rate_factor, queue.live() if queue else 0)
+
+    def keys(self) -> list[BucketKey]:
+        return sorted(self._seen, key=str)
+
+    async def close(self) -> None:
+        tasks = [q.dispatcher for q in self._queues.values() if q.dispatcher is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._bucket.close()

@@ -1,0 +1,75 @@
+"""Domain <-> protobuf: state updates and errors as the wire sees them, for both transports."""
+
+from __future__ import annotations
+
+from google.protobuf import any_pb2, duration_pb2, timestamp_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+
+from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
+from gateway.domain import ServerState, Stage, StateUpdate
+from gateway.errors import ERROR_DOMAIN, GatewayError
+
+_STATES: dict[ServerState, pb.ServerState.ValueType] = {
+    ServerState.UNKNOWN: pb.SERVER_STATE_UNSPECIFIED,
+    ServerState.OFFLINE: pb.SERVER_STATE_OFFLINE,
+    ServerState.ONLINE: pb.SERVER_STATE_ONLINE,
+    ServerState.STARTING: pb.SERVER_STATE_STARTING,
+    ServerState.STOPPING: pb.SERVER_STATE_STOPPING,
+    ServerState.START_FAILED: pb.SERVER_STATE_START_FAILED,
+    ServerState.STOP_FAILED: pb.SERVER_STATE_STOP_FAILED,
+}
+_STAGES: dict[Stage, pb.Stage.ValueType] = {
+    Stage.WAITING_FOR_BUDGET: pb.STAGE_WAITING_FOR_BUDGET,
+    Stage.STOP_REQUESTED: pb.STAGE_STOP_REQUESTED,
+    Stage.WATCHING: pb.STAGE_WATCHING,
+    Stage.DONE: pb.STAGE_DONE,
+}
+
+
+def update_to_proto(update: StateUpdate) -> pb.ServerStateUpdate:
+    observed = timestamp_pb2.Timestamp()
+    observed.FromNanoseconds(int(update.observed_at * 1e9))
+    wait = duration_pb2.Duration()
+    wait.FromNanoseconds(int(update.budget_wait * 1e9))
+    return pb.ServerStateUpdate(
+        server_id=update.target.server_id,
+        account_id=update.target.account_id,
+        region=update.target.region,
+        state=_STATES[update.state],
+        stage=_STAGES[update.stage],
+        observed_at=observed,
+        terminal=update.terminal,
+        aws_request_id=update.aws_request_id,
+        budget_wait=wait,
+    )
+
+
+def error_to_status(error: GatewayError) -> status_pb2.Status:
+    """google.rpc.Status with ErrorInfo always, BadRequest for bad fields, RetryInfo when a
+    retry can succeed (the same details on gRPC and in HTTP bodies)."""
+    details: list[any_pb2.Any] = []
+    info = error_details_pb2.ErrorInfo(
+        reason=error.kind.reason, domain=ERROR_DOMAIN, metadata=dict(error.metadata)
+    )
+    details.append(_pack(info))
+    if error.violations:
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in error.violations
+            ]
+        )
+        details.append(_pack(bad))
+    if error.retry_after is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(int(max(0.0, error.retry_after) * 1e9))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+    code: int = error.kind.grpc_code.value[0]
+    return status_pb2.Status(code=code, message=error.message, details=details)
+
+
+def _pack(message: Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed

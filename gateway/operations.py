@@ -1,0 +1,307 @@
+"""The core: stop and watch operations, single flight per server, fanned out to every caller."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import structlog
+
+from gateway.calls import BudgetedCaller
+from gateway.clock import Clock
+from gateway.config import CoreSettings
+from gateway.domain import STOP_TERMINAL, ServerState, Stage, StateUpdate, Target
+from gateway.errors import ErrorKind, GatewayError, UpstreamError
+from gateway.limiting.base import Priority
+from gateway.upstream import Upstream
+from gateway.watching import Observation, Subscription, Watchers
+
+log = structlog.get_logger(__name__)
+
+
+class _End:
+    """Marks the normal end of a stream (after its terminal update)."""
+
+
+_END = _End()
+_Item = StateUpdate | GatewayError | _End
+
+
+class _Fanout:
+    """Updates for every caller of one stop or watch: each joiner gets the latest update at
+    once, then every later one; the end (or the error) reaches all of them."""
+
+    def __init__(self) -> None:
+        self.latest: StateUpdate | None = None
+        self.final: GatewayError | _End | None = None
+        self.queues: set[asyncio.Queue[_Item]] = set()
+
+    def join(self) -> asyncio.Queue[_Item]:
+        queue: asyncio.Queue[_Item] = asyncio.Queue()
+        if self.latest is not None:
+            queue.put_nowait(self.latest)
+        if self.final is not None:
+            queue.put_nowait(self.final)
+        self.queues.add(queue)
+        return queue
+
+    def publish(self, update: StateUpdate) -> None:
+        if self.final is not None:
+            return
+        self.latest = update
+        for queue in self.queues:
+            queue.put_nowait(update)
+
+    def finish(self, final: GatewayError | _End) -> None:
+        if self.final is not None:
+            return
+        self.final = final
+        for queue in self.queues:
+            queue.put_nowait(final)
+
+
+class _Flight:
+    """One stop or watch of one server, shared by every concurrent caller (single flight)."""
+
+    def __init__(self, core: Core, target: Target, kind: str) -> None:
+        self.core = core
+        self.target = target
+        self.kind = kind
+        self.fanout = _Fanout()
+        self.task: asyncio.Task[None] | None = None
+        self.aws_request_id = ""
+        self.budget_wait = 0.0
+        self._not_before = float("-inf")
+        self._finished = asyncio.Event()
+        self._subscription: Subscription | None = None
+
+    # -- publishing -------------------------------------------------------------------------
+    def _update(self, state: ServerState, stage: Stage, *, terminal: bool = False) -> StateUpdate:
+        return StateUpdate(
+            target=self.target,
+            state=state,
+            stage=stage,
+            observed_at=self.core.clock.wall(),
+            terminal=terminal,
+            aws_request_id=self.aws_request_id,
+            budget_wait=self.budget_wait,
+        )
+
+    def _state(self) -> ServerState:
+        latest = self.fanout.latest
+        return latest.state if latest is not None else ServerState.UNKNOWN
+
+    def _end(self, final: GatewayError | _End) -> None:
+        self.fanout.finish(final)
+        self._finished.set()
+
+    # -- the work ---------------------------------------------------------------------------
+    async def run(self, deadline: float | None) -> None:
+        try:
+            if self.kind == "stop":
+                await self._request_stop(deadline)
+            if self.fanout.final is None:
+                await self._watch()
+        except GatewayError as exc:
+            self._end(exc)
+        except Exception:  # a bug: the callers get INTERNAL, the log gets the trace
+            log.exception("flight.crashed", server=self.target.server_id)
+            self._end(GatewayError(ErrorKind.INTERNAL, "internal error in the gateway"))
+        finally:
+            if self._subscription is not None:
+                self._subscription.close()
+            self.core._forget(self)
+
+    async def _request_stop(self, deadline: float | None) -> None:
+        core = self.core
+
+        def queued() -> None:
+            self.fanout.publish(self._update(ServerState.UNKNOWN, Stage.WAITING_FOR_BUDGET))
+
+        sent_at = core.clock.monotonic()
+        try:
+            self.aws_request_id, self.budget_wait = await core.caller.call(
+                self.target.bucket,
+                "StopServer",
+                lambda: core.upstream.stop_server(self.target),
+                priority=Priority.STOP,
+                deadline=deadline,
+                on_queued=queued,
+            )
+        except UpstreamError as exc:
+            if exc.kind is not ErrorKind.STATE_CONFLICT:
+                raise
+            # AWS refused: the server may already be stopping or stopped (AWS does not document
+            # which answer StopServer gives then), so look before reporting a failure.
+            self.aws_request_id = exc.aws_request_id
+            await self._after_refusal(exc, deadline)
+            return
+        self._not_before = sent_at
+        self.fanout.publish(self._update(ServerState.UNKNOWN, Stage.STOP_REQUESTED))
+
+    async def _after_refusal(self, refusal: UpstreamError, deadline: float | None) -> None:
+        core = self.core
+        looked_at = core.clock.monotonic()
+        state, _ = await core.caller.call(
+            self.target.bucket,
+            "DescribeServer",
+            lambda: core.upstream.describe_server(self.target),
+            priority=Priority.POLL,
+            deadline=deadline,
+        )
+        if state is ServerState.OFFLINE:
+            self.fanout.publish(self._update(state, Stage.DONE, terminal=True))
+            self._end(_END)
+        elif state is ServerState.STOPPING:
+            self._not_before = looked_at
+            self.fanout.publish(self._update(state, Stage.STOP_REQUESTED))
+        else:
+            raise UpstreamError(
+                ErrorKind.STATE_CONFLICT,
+                f"AWS refused to stop {self.target.server_id} in state {state}: {refusal.message}",
+                aws_code=refusal.aws_code,
+                aws_request_id=refusal.aws_request_id,
+                metadata={"state": str(state)},
+            )
+
+    async def _watch(self) -> None:
+        core = self.core
+        self._subscription = core.watchers.subscribe(
+            self.target, self._on_observation, eager=self.kind == "watch"
+        )
+        try:
+            async with asyncio.timeout(core.settings.watch.max_watch_seconds):
+                await self._finished.wait()
+        except TimeoutError:
+            raise GatewayError(
+                ErrorKind.DEADLINE_EXCEEDED,
+                f"{self.target.server_id} did not reach a terminal state within"
+                f" {core.settings.watch.max_watch_seconds:g}s",
+            ) from None
+
+    def _on_observation(self, item: Observation | GatewayError) -> None:
+        if isinstance(item, GatewayError):
+            self._end(item)
+            return
+        if item.at < self._not_before or self.fanout.final is not None:
+            return  # read before our StopServer: it says nothing about this stop
+        state = item.state
+        if state in STOP_TERMINAL:
+            self.fanout.publish(self._update(state, Stage.DONE, terminal=True))
+            if state is ServerState.STOP_FAILED and self.kind == "stop":
+                self._end(
+                    GatewayError(
+                        ErrorKind.STOP_FAILED,
+                        f"{self.target.server_id} ended in STOP_FAILED",
+                        {"aws_request_id": self.aws_request_id} if self.aws_request_id else {},
+                    )
+                )
+            else:
+                self._end(_END)
+        elif state != self._state() or self.fanout.latest is None:
+            self.fanout.publish(self._update(state, Stage.WATCHING))
+
+
+class Core:
+    """Stops and watches servers for every transport. It depends only on the Limiter (through
+    the BudgetedCaller) and Upstream protocols, so tests and the emulator plug in directly."""
+
+    def __init__(
+        self,
+        settings: CoreSettings,
+        caller: BudgetedCaller,
+        upstream: Upstream,
+        clock: Clock,
+        *,
+        on_budget_wait: Callable[[float], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.caller = caller
+        self.upstream = upstream
+        self.clock = clock
+        self.watchers = Watchers(caller, upstream, settings.watch, clock)
+        self._flights: dict[tuple[str, Target], _Flight] = {}
+        self._on_budget_wait = on_budget_wait
+        self._closing = False
+
+    @property
+    def open_flights(self) -> int:
+        return len(self._flights)
+
+    def stop(self, target: Target, *, deadline: float | None = None) -> AsyncIterator[StateUpdate]:
+        """Stop `target` and stream its state until OFFLINE (ends normally) or a failure (raises
+        GatewayError; STOP_FAILED is raised after its terminal update). `deadline` is on the
+        core's monotonic clock."""
+        return self._stream("stop", target, deadline)
+
+    def watch(self, target: Target, *, deadline: float | None = None) -> AsyncIterator[StateUpdate]:
+        """Stream `target`'s state without changing it, until OFFLINE or STOP_FAILED."""
+        return self._stream("watch", target, deadline)
+
+    async def _stream(
+        self, kind: str, target: Target, deadline: float | None
+    ) -> AsyncIterator[StateUpdate]:
+        if self._closing:
+            raise GatewayError(ErrorKind.SHUTTING_DOWN, "the gateway is shutting down")
+        flight = self._flights.get((kind, target))
+        if flight is None:
+            flight = self._flights[(kind, target)] = _Flight(self, target, kind)
+            budget_deadline = deadline
+            if budget_deadline is None:
+                budget_deadline = self.clock.monotonic() + self.settings.budget.max_wait_seconds
+            flight.task = asyncio.create_task(
+                flight.run(budget_deadline), name=f"{kind} {target.server_id}"
+            )
+        queue = flight.fanout.join()
+        try:
+            while True:
+                item = await self._next(queue, deadline, target)
+                if isinstance(item, _End):
+                    return
+                if isinstance(item, GatewayError):
+                    raise item
+                yield item
+        finally:
+            flight.fanout.queues.discard(queue)
+            if not flight.fanout.queues and flight.task is not None and not flight.task.done():
+                # The last caller left: nobody is owed this flight any more.
+                flight.task.cancel()
+
+    async def _next(
+        self, queue: asyncio.Queue[_Item], deadline: float | None, target: Target
+    ) -> _Item:
+        if deadline is None:
+            return await queue.get()
+        remaining = deadline - self.clock.monotonic()
+        try:
+            async with asyncio.timeout(max(0.0, remaining)):
+                return await queue.get()
+        except TimeoutError:
+            raise GatewayError(
+                ErrorKind.DEADLINE_EXCEEDED,
+                f"the deadline passed while watching {target.server_id}",
+                {"server_id": target.server_id},
+            ) from None
+
+    def _forget(self, flight: _Flight) -> None:
+        key = (flight.kind, flight.target)
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+        if flight.kind == "stop" and self._on_budget_wait is not None and flight.aws_request_id:
+            self._on_budget_wait(flight.budget_wait)
+
+    async def close(self) -> None:
+        """Refuse new streams, end the open ones with SHUTTING_DOWN, stop every watcher."""
+        self._closing = True
+        flights = list(self._flights.values())
+        for flight in flights:
+            flight.fanout.finish(GatewayError(ErrorKind.SHUTTING_DOWN, "the gateway is shutting down"))
+            if flight.task is not None:
+                flight.task.cancel()
+        for flight in flights:
+            if flight.task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await flight.task
+        await self.watchers.close()
+

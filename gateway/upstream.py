@@ -1,0 +1,182 @@
+"""The Upstream protocol and its aiobotocore implementation: one client per (account, region)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession, get_session
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    ParamValidationError,
+    PartialCredentialsError,
+)
+
+from gateway.domain import BucketKey, ServerState, Target
+from gateway.errors import ErrorKind, UpstreamError, from_aws
+
+
+@dataclass(frozen=True)
+class Page:
+    """One ListServers page: the state of each server on it, and the token of the next page."""
+
+    states: dict[str, ServerState]
+    next_token: str | None
+    request_id: str = ""
+
+
+class Upstream(Protocol):
+    """The three Transfer Family calls the core makes. Errors are UpstreamError (mapped by the
+    error table, with the AWS code, request id and RetryAfterSeconds where AWS gave them)."""
+
+    async def stop_server(self, target: Target) -> str:
+        """StopServer; returns the AWS request id."""
+        ...
+
+    async def describe_server(self, target: Target) -> ServerState: ...
+
+    async def list_servers(self, key: BucketKey, next_token: str | None) -> Page: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """How the aiobotocore clients are made."""
+
+    endpoint_url: str | None  # None: AWS's own endpoints
+    max_pool_connections: int = 64
+    connect_timeout: float = 5.0
+    read_timeout: float = 15.0
+
+
+#: Returns static credentials (access key, secret, session token) for a bucket, or None to use
+#: the session's default chain. The emulator maps a 12-digit access key id to that account.
+CredentialsFor = Callable[[BucketKey], tuple[str, str, str | None] | None]
+
+
+def emulator_credentials(key: BucketKey) -> tuple[str, str, str | None]:
+    """Credentials the emulator reads as `key.account_id` (its 12-digit access key convention)."""
+    return (key.account_id, "emulator-secret", None)
+
+
+class AioUpstream:
+    """Transfer Family through aiobotocore. Clients are made once per (account, region) and
+    reused: making one costs ~100 ms. botocore's own retries are off (total_max_attempts=1)
+    because the gateway retries deliberately, paying each attempt from the account's budget."""
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        credentials_for: CredentialsFor | None = None,
+        session: AioSession | None = None,
+    ) -> None:
+        self._settings = settings
+        self._credentials_for = credentials_for
+        self._session = session or get_session()
+        self._clients: dict[BucketKey, asyncio.Future[Any]] = {}
+        self._exit = contextlib.AsyncExitStack()
+        self._config = AioConfig(
+            max_pool_connections=settings.max_pool_connections,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            retries={"total_max_attempts": 1, "mode": "standard"},
+        )
+
+    async def _client(self, key: BucketKey) -> Any:
+        fut = self._clients.get(key)
+        if fut is None:
+            # Single flight for client creation: concurrent first calls share one client.
+            fut = self._clients[key] = asyncio.get_running_loop().create_future()
+            try:
+                creds = self._credentials_for(key) if self._credentials_for else None
+                kwargs: dict[str, Any] = {}
+                if creds is not None:
+                    kwargs = {
+                        "aws_access_key_id": creds[0],
+                        "aws_secret_access_key": creds[1],
+                        "aws_session_token": creds[2],
+                    }
+                client = await self._exit.enter_async_context(
+                    self._session.create_client(
+                        "transfer",
+                        region_name=key.region,
+                        endpoint_url=self._settings.endpoint_url,
+                        config=self._config,
+                        **kwargs,
+                    )
+                )
+                fut.set_result(client)
+            except BaseException as exc:
+                del self._clients[key]
+                fut.set_exception(exc)
+                fut.exception()  # retrieved: only the waiters re-raise it
+                raise
+        return await asyncio.shield(fut)
+
+    async def _call(self, key: BucketKey, operation: str, **params: Any) -> dict[str, Any]:
+        client = await self._client(key)
+        try:
+            response: dict[str, Any] = await getattr(client, operation)(**params)
+        except ClientError as exc:
+            raise _from_client_error(exc) from exc
+        except (NoCredentialsError, PartialCredentialsError) as exc:
+            raise UpstreamError(
+                ErrorKind.UPSTREAM_ACCESS_DENIED, f"no usable AWS credentials: {exc}"
+            ) from exc
+        except ParamValidationError as exc:
+            raise UpstreamError(ErrorKind.INVALID_ARGUMENT, str(exc)) from exc
+        except (BotoCoreError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise UpstreamError(
+                ErrorKind.UPSTREAM_UNAVAILABLE, f"AWS could not be reached: {type(exc).__name__}"
+            ) from exc
+        return response
+
+    async def stop_server(self, target: Target) -> str:
+        response = await self._call(target.bucket, "stop_server", ServerId=target.server_id)
+        return str(response.get("ResponseMetadata", {}).get("RequestId", ""))
+
+    async def describe_server(self, target: Target) -> ServerState:
+        response = await self._call(target.bucket, "describe_server", ServerId=target.server_id)
+        return ServerState.parse(str(response["Server"].get("State", "")))
+
+    async def list_servers(self, key: BucketKey, next_token: str | None) -> Page:
+        params: dict[str, Any] = {"MaxResults": 1000}
+        if next_token:
+            params["NextToken"] = next_token
+        response = await self._call(key, "list_servers", **params)
+        states = {
+            str(s["ServerId"]): ServerState.parse(str(s.get("State", "")))
+            for s in response.get("Servers", [])
+        }
+        return Page(
+            states,
+            response.get("NextToken") or None,
+            str(response.get("ResponseMetadata", {}).get("RequestId", "")),
+        )
+
+    async def close(self) -> None:
+        await self._exit.aclose()
+        self._clients.clear()
+
+
+def _from_client_error(exc: ClientError) -> UpstreamError:
+    response: dict[str, Any] = exc.response
+    error = response.get("Error", {})
+    code = str(error.get("Code", "Unknown"))
+    message = str(error.get("Message", "") or "")
+    request_id = str(response.get("ResponseMetadata", {}).get("RequestId", ""))
+    # botocore puts a modeled error's members at the top of the response.
+    raw_retry = response.get("RetryAfterSeconds", error.get("RetryAfterSeconds"))
+    retry_after: float | None = None
+    if raw_retry is not None:
+        with contextlib.suppress(TypeError, ValueError):
+            retry_after = max(0.0, float(raw_retry))
+    return from_aws(code, message, request_id=request_id, retry_after=retry_after)

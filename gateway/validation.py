@@ -1,0 +1,70 @@
+"""Raw request fields -> a typed Target, or InvalidArgument naming every bad field."""
+
+from __future__ import annotations
+
+import re
+
+from gateway.domain import Target
+from gateway.errors import FieldViolation, InvalidArgument
+
+# botocore's model: ServerId has min and max length 19 and pattern `s-([0-9a-f]{17})`, but
+# botocore itself checks only the minimum length, so the gateway checks all of it.
+_SERVER_ID = re.compile(r"s-[0-9a-f]{17}")
+_ACCOUNT_ID = re.compile(r"[0-9]{12}")
+# AWS region names: partition prefix, geography, a number (us-east-1, ap-southeast-2,
+# us-gov-west-1, cn-north-1, eu-isoe-west-1, il-central-1, mx-central-1).
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
+
+#: Longest value quoted back in an error; a 10 kB field must not make a 10 kB error.
+_QUOTE_MAX = 40
+
+
+def _quote(value: str) -> str:
+    shown = value if len(value) <= _QUOTE_MAX else value[:_QUOTE_MAX] + "..."
+    return repr(shown)
+
+
+def validate_target(
+    server_id: str,
+    account_id: str,
+    region: str,
+    *,
+    default_account: str,
+    default_region: str,
+    field_names: tuple[str, str, str] = ("server_id", "account_id", "region"),
+) -> Target:
+    """Check the three fields (empty account or region take the defaults) and build the Target.
+
+    `field_names` lets each transport name the fields as its callers spell them (gRPC's
+    snake_case, HTTP's camelCase)."""
+    server_field, account_field, region_field = field_names
+    violations: list[FieldViolation] = []
+    if not server_id:
+        violations.append(FieldViolation(server_field, "is required"))
+    elif len(server_id) != 19:
+        violations.append(
+            FieldViolation(
+                server_field,
+                f"must be 19 characters ('s-' and 17 lower-case hex digits), got {len(server_id)}",
+            )
+        )
+    elif not _SERVER_ID.fullmatch(server_id):
+        violations.append(
+            FieldViolation(
+                server_field,
+                f"{_quote(server_id)} must match s-([0-9a-f]{{17}}) (lower-case hex digits)",
+            )
+        )
+    account = account_id or default_account
+    if not _ACCOUNT_ID.fullmatch(account):
+        violations.append(FieldViolation(account_field, f"{_quote(account)} must be 12 digits"))
+    chosen_region = region or default_region
+    if len(chosen_region) > 32 or not _REGION.fullmatch(chosen_region):
+        violations.append(
+            FieldViolation(
+                region_field, f"{_quote(chosen_region)} is not an AWS region name (e.g. us-east-1)"
+            )
+        )
+    if violations:
+        raise InvalidArgument(violations)
+    return Target(account_id=account, region=chosen_region, server_id=server_id)
