@@ -1,3 +1,3 @@
-"""transfer-gateway: a budgeted, watched gateway in front of the AWS Transfer Family StopServer API."""
+"""transfer-gateway: a budgeted, watched gateway in front of Transfer Family's StopServer."""
 
 __version__ = "0.1.0"

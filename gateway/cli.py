@@ -8,7 +8,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.config import EmulatorSettings, SettingsError
+from gateway.config import (
+    DEFAULT_EMULATOR_ACCOUNT,
+    DEFAULT_REGION,
+    BudgetSettings,
+    CoreSettings,
+    EmulatorSettings,
+    Settings,
+    SettingsError,
+)
 
 _EMULATOR_FLAGS: list[tuple[str, type, str]] = [
     ("transition-seconds", float, "seconds a server spends STOPPING or STARTING"),
@@ -36,7 +44,9 @@ def add_emulator_flags(parser: argparse.ArgumentParser, prefix: str = "") -> Non
         )
 
 
-def emulator_settings_from(args: argparse.Namespace, prefix: str = "", **extra: Any) -> EmulatorSettings:
+def emulator_settings_from(
+    args: argparse.Namespace, prefix: str = "", **extra: Any
+) -> EmulatorSettings:
     """Collect the emulator flags (with their prefix) into settings."""
     values = {
         name.replace("-", "_"): getattr(args, f"{prefix.replace('-', '_')}{name.replace('-', '_')}")
@@ -53,10 +63,138 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     emu = sub.add_parser("emulator", help="run the embedded AWS Transfer Family emulator alone")
-    emu.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    emu.add_argument("--port", type=int, default=4566, help="port to listen on (default: %(default)s)")
+    emu.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    emu.add_argument(
+        "--port", type=int, default=4566, help="port to listen on (default: %(default)s)"
+    )
     add_emulator_flags(emu)
+
+    serve = sub.add_parser("serve", help="run the gateway (with the embedded emulator by default)")
+    serve.add_argument(
+        "--grpc-host", default="127.0.0.1", help="gRPC address (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--grpc-port", type=int, default=50051, help="gRPC port (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--upstream",
+        choices=("emulator", "aws"),
+        default="emulator",
+        help="emulator: the embedded emulator (default); aws: AWS, default credential chain",
+    )
+    budget = BudgetSettings()
+    serve.add_argument(
+        "--rate",
+        type=float,
+        default=budget.rate,
+        help="upstream calls/s per account and region (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--burst", type=int, default=budget.burst, help="budget burst (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--account", default=DEFAULT_EMULATOR_ACCOUNT, help="default account (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--region", default=DEFAULT_REGION, help="default region (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--demo-servers",
+        type=int,
+        default=3,
+        help="emulator servers to create at start (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--emulator-host", default="127.0.0.1", help="emulator address (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--emulator-port",
+        type=int,
+        default=4566,
+        help="emulator port for AWS clients (default: %(default)s)",
+    )
+    serve.add_argument("--log-format", choices=("json", "console"), default="json")
+    serve.add_argument("--log-level", default="info")
+    add_emulator_flags(serve, prefix="emulator-")
+
+    stop = sub.add_parser(
+        "stop", help="stop a server through a running gateway, printing each update"
+    )
+    stop.add_argument("server_id")
+    stop.add_argument("--account", default="", help="12-digit account (default: the gateway's)")
+    stop.add_argument("--region", default="", help="region (default: the gateway's)")
+    stop.add_argument(
+        "--target", default="127.0.0.1:50051", help="gateway host:port (default: %(default)s)"
+    )
+    stop.add_argument("--timeout", type=float, default=None, help="deadline in seconds")
+    stop.add_argument("--json", action="store_true", help="one JSON object per update")
     return parser
+
+
+def _serve_settings(args: argparse.Namespace) -> Settings:
+    core = CoreSettings(
+        default_account=args.account,
+        default_region=args.region,
+        budget=BudgetSettings(rate=args.rate, burst=args.burst),
+    )
+    emulator = emulator_settings_from(
+        args, prefix="emulator-", host=args.emulator_host, port=args.emulator_port
+    )
+    return Settings(
+        grpc_host=args.grpc_host,
+        grpc_port=args.grpc_port,
+        upstream=args.upstream,
+        demo_servers=args.demo_servers,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        core=core,
+        emulator=emulator,
+    )
+
+
+async def _serve(settings: Settings) -> int:
+    from gateway.app import GatewayApp
+    from gateway.observability import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
+    app = GatewayApp(settings)
+    await app.start()
+    where = f"{settings.grpc_host}:{app.grpc_port}"
+    print(f"transfer-gateway listening: grpc={where} upstream={settings.upstream}", flush=True)
+    if app.emulator is not None:
+        print(f"embedded emulator for AWS clients: {app.emulator.url}", flush=True)
+        for server_id in app.demo_server_ids:
+            print(f"demo server: {server_id}", flush=True)
+        if app.demo_server_ids:
+            print(
+                f"try: .venv/bin/transfer-gateway stop {app.demo_server_ids[0]} --target {where}",
+                flush=True,
+            )
+    await app.run_until_signal()
+    return 0
+
+
+async def _stop(args: argparse.Namespace) -> int:
+    import grpc
+
+    from gateway.client import describe_update, stop_server, update_json
+
+    async with grpc.aio.insecure_channel(args.target) as channel:
+        try:
+            async for update in stop_server(
+                channel,
+                args.server_id,
+                account_id=args.account,
+                region=args.region,
+                timeout=args.timeout,
+            ):
+                print(update_json(update) if args.json else describe_update(update), flush=True)
+        except grpc.aio.AioRpcError as exc:
+            print(f"transfer-gateway: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,6 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             settings = emulator_settings_from(args, host=args.host, port=args.port)
             return asyncio.run(run_emulator(settings))
+        if args.command == "serve":
+            return asyncio.run(_serve(_serve_settings(args)))
+        if args.command == "stop":
+            return asyncio.run(_stop(args))
     except SettingsError as exc:
         print(f"transfer-gateway: {exc}", file=sys.stderr)
         return 2

@@ -47,7 +47,9 @@ class EmulatorSettings:
         _check(self, "fault_rate", 0 <= self.fault_rate <= 1, "must be within 0..1")
         _check(self, "stop_failure_rate", 0 <= self.stop_failure_rate <= 1, "must be within 0..1")
         _check(self, "latency_ms", self.latency_ms >= 0, "must be >= 0")
-        _check(self, "stop_offline", self.stop_offline in ("noop", "error"), "must be noop or error")
+        _check(
+            self, "stop_offline", self.stop_offline in ("noop", "error"), "must be noop or error"
+        )
         _check(self, "port", 0 <= self.port <= 65535, "must be a TCP port")
 
 
@@ -139,3 +141,34 @@ class CoreSettings:
     budget: BudgetSettings = dataclasses.field(default_factory=BudgetSettings)
     retry: RetrySettings = dataclasses.field(default_factory=RetrySettings)
     watch: WatchSettings = dataclasses.field(default_factory=WatchSettings)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `serve` needs, built once by the command line (and later a config file)."""
+
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = 50051
+    #: "emulator": the embedded emulator (default, no AWS needed); "aws": AWS's endpoints with
+    #: the default credential chain.
+    upstream: Literal["emulator", "aws"] = "emulator"
+    #: Demo servers created in emulator mode at start (their ids are logged and printed).
+    demo_servers: int = 3
+    #: aiobotocore's connection pool per client: sized to the concurrency the budget allows.
+    max_pool_connections: int = 64
+    log_level: str = "info"
+    log_format: Literal["json", "console"] = "json"
+    #: Seconds open streams get to finish when the gateway drains.
+    shutdown_grace_seconds: float = 5.0
+    core: CoreSettings = dataclasses.field(default_factory=CoreSettings)
+    emulator: EmulatorSettings = dataclasses.field(default_factory=EmulatorSettings)
+
+    def __post_init__(self) -> None:
+        _check(self, "upstream", self.upstream in ("emulator", "aws"), "must be emulator or aws")
+        _check(self, "grpc_port", 0 <= self.grpc_port <= 65535, "must be a TCP port")
+        _check(self, "demo_servers", self.demo_servers >= 0, "must be >= 0")
+        _check(self, "max_pool_connections", self.max_pool_connections >= 1, "must be >= 1")
+        _check(
+            self, "log_format", self.log_format in ("json", "console"), "must be json or console"
+        )
+        _check(self, "shutdown_grace_seconds", self.shutdown_grace_seconds >= 0, "must be >= 0")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 
 class ServerState(enum.StrEnum):
-    """AWS Transfer Family's `State` enum (botocore model 2018-11-05), plus UNKNOWN before a read."""
+    """Transfer Family's `State` enum (botocore model 2018-11-05), plus UNKNOWN before a read."""
 
     UNKNOWN = "UNKNOWN"
     OFFLINE = "OFFLINE"

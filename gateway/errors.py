@@ -1,4 +1,4 @@
-"""The gateway's errors and the ONE table that maps each to a gRPC code, an HTTP status and a reason.
+"""The gateway's errors and the ONE table mapping each to a gRPC code, HTTP status and reason.
 
 Hierarchy::
 
@@ -123,7 +123,9 @@ class BudgetExhausted(GatewayError):
     """The account's budget cannot be had within the caller's deadline or queue limit."""
 
     def __init__(self, message: str, retry_after: float, metadata: dict[str, str] | None = None):
-        super().__init__(ErrorKind.BUDGET_EXHAUSTED, message, metadata or {}, retry_after=retry_after)
+        super().__init__(
+            ErrorKind.BUDGET_EXHAUSTED, message, metadata or {}, retry_after=retry_after
+        )
 
 
 class UpstreamError(GatewayError):

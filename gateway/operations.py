@@ -296,7 +296,9 @@ class Core:
         self._closing = True
         flights = list(self._flights.values())
         for flight in flights:
-            flight.fanout.finish(GatewayError(ErrorKind.SHUTTING_DOWN, "the gateway is shutting down"))
+            flight.fanout.finish(
+                GatewayError(ErrorKind.SHUTTING_DOWN, "the gateway is shutting down")
+            )
             if flight.task is not None:
                 flight.task.cancel()
         for flight in flights:
@@ -304,4 +306,3 @@ class Core:
                 with contextlib.suppress(asyncio.CancelledError):
                     await flight.task
         await self.watchers.close()
-

@@ -133,7 +133,7 @@ class AioUpstream:
             ) from exc
         except ParamValidationError as exc:
             raise UpstreamError(ErrorKind.INVALID_ARGUMENT, str(exc)) from exc
-        except (BotoCoreError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, BotoCoreError, aiohttp.ClientError, OSError) as exc:
             raise UpstreamError(
                 ErrorKind.UPSTREAM_UNAVAILABLE, f"AWS could not be reached: {type(exc).__name__}"
             ) from exc

@@ -20,6 +20,7 @@ from gateway.upstream import Upstream
 
 log = structlog.get_logger(__name__)
 
+
 @dataclass(frozen=True, slots=True)
 class Observation:
     """A state read from AWS, and when the read began (monotonic): a listener that changed the

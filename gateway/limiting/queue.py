@@ -25,9 +25,7 @@ class _Queue:
         return sum(1 for d in self.waiters.values() for f in d if not f.done())
 
     def ahead_of(self, priority: Priority) -> int:
-        return sum(
-            1 for p, d in self.waiters.items() if p <= priority for f in d if not f.done()
-        )
+        return sum(1 for p, d in self.waiters.items() if p <= priority for f in d if not f.done())
 
     def pop_first(self) -> asyncio.Future[None] | None:
         for p in sorted(self.waiters):

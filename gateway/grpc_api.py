@@ -1,0 +1,141 @@
+"""The gRPC face: proto <-> core, errors as rich statuses, health and reflection. No logic."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+import structlog
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
+from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
+from gateway.domain import StateUpdate, Target
+from gateway.errors import ErrorKind, GatewayError
+from gateway.messages import error_to_status, update_to_proto
+from gateway.observability import Metrics
+from gateway.operations import Core
+from gateway.validation import validate_target
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TransferGateway"].full_name
+
+#: grpc.aio cancels new calls beyond `grpc.server.max_pending_requests` (default 1000) in a
+#: burst; load tests open 10,000 streams at once.
+SERVER_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.server.max_pending_requests", 100_000),
+    ("grpc.max_concurrent_streams", 100_000),
+]
+
+_Request = pb.StopServerRequest | pb.WatchServerRequest
+
+
+class TransferGatewayService(pb_grpc.TransferGatewayServicer):
+    """Each method: validate, run the core's stream, render updates and errors."""
+
+    def __init__(self, core: Core, metrics: Metrics) -> None:
+        self._core = core
+        self._metrics = metrics
+
+    async def StopServer(
+        self,
+        request: pb.StopServerRequest,
+        context: grpc.aio.ServicerContext[_Request, pb.ServerStateUpdate],
+    ) -> AsyncIterator[pb.ServerStateUpdate]:
+        async for message in self._serve("StopServer", request, context, self._core.stop):
+            yield message
+
+    async def WatchServer(
+        self,
+        request: pb.WatchServerRequest,
+        context: grpc.aio.ServicerContext[_Request, pb.ServerStateUpdate],
+    ) -> AsyncIterator[pb.ServerStateUpdate]:
+        async for message in self._serve("WatchServer", request, context, self._core.watch):
+            yield message
+
+    async def _serve(
+        self,
+        method: str,
+        request: _Request,
+        context: grpc.aio.ServicerContext[_Request, pb.ServerStateUpdate],
+        operation: Callable[..., AsyncIterator[StateUpdate]],
+    ) -> AsyncIterator[pb.ServerStateUpdate]:
+        started = time.monotonic()
+        fields = {
+            "method": method,
+            "server": request.server_id[:40],
+            "account": request.account_id[:20],
+            "region": request.region[:40],
+        }
+        outcome = "OK"
+        last: StateUpdate | None = None
+        self._metrics.open_streams.labels("grpc").inc()
+        log.info("call.start", **fields)
+        try:
+            target: Target = validate_target(
+                request.server_id,
+                request.account_id,
+                request.region,
+                default_account=self._core.settings.default_account,
+                default_region=self._core.settings.default_region,
+            )
+            fields.update(account=target.account_id, region=target.region)
+            remaining = context.time_remaining()
+            deadline = None if remaining is None else self._core.clock.monotonic() + remaining
+            async for update in operation(target, deadline=deadline):
+                last = update
+                yield update_to_proto(update)
+        except GatewayError as exc:
+            outcome = exc.kind.grpc_code.name
+            await _abort(context, exc)
+        except Exception:
+            # A bug: log it whole, tell the caller no more than INTERNAL.
+            outcome = "INTERNAL"
+            log.exception("call.bug", **fields)
+            await _abort(context, GatewayError(ErrorKind.INTERNAL, "internal error in the gateway"))
+        except BaseException:
+            outcome = "CANCELLED"
+            raise
+        finally:
+            self._metrics.open_streams.labels("grpc").dec()
+            self._metrics.calls.labels("grpc", method, outcome).inc()
+            log.info(
+                "call.end",
+                **fields,
+                outcome=outcome,
+                duration=round(time.monotonic() - started, 4),
+                budget_wait=round(last.budget_wait, 4) if last else 0.0,
+                state=str(last.state) if last else None,
+                aws_request_id=last.aws_request_id if last else None,
+            )
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext[_Request, pb.ServerStateUpdate], error: GatewayError
+) -> None:
+    """End the call with the error's code, message and google.rpc.Status details (trailers)."""
+    status = rpc_status.to_status(error_to_status(error))
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def add_services(
+    server: grpc.aio.Server, service: TransferGatewayService
+) -> health_aio.HealthServicer:
+    """Register the gateway, health (grpc.health.v1) and reflection; return the health servicer
+    so the app can turn it NOT_SERVING when it drains."""
+    pb_grpc.add_TransferGatewayServicer_to_server(service, server)
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    return health_servicer
+
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
