@@ -291,13 +291,14 @@ def _bound_port(runner: web.AppRunner) -> int:
 async def run_emulator(settings: EmulatorSettings) -> int:
     """`transfer-gateway emulator`: serve until SIGINT/SIGTERM, printing how to reach it."""
     emulator = Emulator(settings)
+    # Seeded before listening, so no caller can ever see a partial seed.
+    ids = emulator.create_servers(settings.seed)
     await emulator.start()
     try:
         url = emulator.url
         # Tests and scripts read this line to learn the port when they asked for port 0.
         print(f"emulator listening on {url}", flush=True)
-        if settings.seed:
-            ids = emulator.create_servers(settings.seed)
+        if ids:
             print(
                 f"seeded {len(ids)} ONLINE server(s) in account {DEFAULT_EMULATOR_ACCOUNT},"
                 f" {DEFAULT_REGION}:"
