@@ -211,7 +211,14 @@ class Emulator:
             )
             return protocol.error_response(fault, request_id)
         try:
-            body = protocol.parse_body(await request.read())
+            try:
+                raw = await request.read()
+            except web.HTTPRequestEntityTooLarge as exc:
+                # Control-plane inputs are tiny; say so in AWS's shape rather than aiohttp's text.
+                raise AwsError(
+                    "SerializationException", f"Request body too large: {exc.text}", 413
+                ) from exc
+            body = protocol.parse_body(raw)
             return protocol.ok_response(operation(account, region, body), request_id)
         except AwsError as exc:
             return protocol.error_response(exc, request_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 from typing import Any
@@ -18,7 +19,7 @@ JSON_11 = "application/x-amz-json-1.1"
 async def post(
     emulator: Emulator,
     target: str | None,
-    body: bytes = b"{}",
+    body: bytes | io.BytesIO = b"{}",
     headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, Any], Any]:
     """A raw `POST /` the way a SigV4 client sends it; (status, headers, parsed JSON body)."""
@@ -116,6 +117,15 @@ class TestProtocolErrors:
         assert_aws_framing(headers)
         assert body["__type"] == "SerializationException"
         assert body["Message"]
+
+    async def test_oversized_body_is_refused_in_aws_shape(self, emulator: Emulator) -> None:
+        """A body over aiohttp's 1 MiB limit: 413 with an AWS error body, not a crash or a 500."""
+        status, headers, body = await post(
+            emulator, "TransferService.CreateServer", io.BytesIO(b"{" + b" " * (1 << 20) + b"}")
+        )
+        assert status == 413
+        assert_aws_framing(headers)
+        assert body["__type"] == "SerializationException"
 
     async def test_get_root_is_method_not_allowed(self, emulator: Emulator) -> None:
         """GET / answers 405 with `Allow: POST` and an AWS-shaped body saying what to do."""
