@@ -95,7 +95,7 @@ class Emulator:
         if self._runner is not None:
             raise RuntimeError("the emulator is already started")
         self._host = host if host is not None else self.settings.host
-        # No access log: a line per call would cost more CPU than the call itself.
+        # No access log: a line per call is noise at load-test rates and CPU better not spent.
         runner = web.AppRunner(self.app, access_log=None)
         await runner.setup()
         try:
