@@ -1,0 +1,258 @@
+"""Redis buckets: the GCRA of LocalBuckets in Lua on the Redis server, shared by every replica."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import redis.asyncio
+import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+
+from gateway.domain import BucketKey
+from gateway.limiting.base import BucketStatus
+from gateway.limiting.local import DECREASE, HOLD_SECONDS, INCREASE, MIN_FACTOR
+
+#: What an unreachable (or failing-over) Redis raises: an outage, not a bug. FallbackBuckets
+#: turns these into a fail-closed error or a degraded local budget. BusyLoadingError (a restarted
+#: server still loading) is a ConnectionError; ReadOnlyError comes from a replica promoted late.
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    OSError,
+)
+
+_MICROS = 1_000_000
+
+# Every script reads the time from the server (TIME), never from the replica calling it, so the
+# replicas' clocks do not matter. Times are float microseconds: now is about 1.7e15 us, exact in
+# a Lua double (2^53 is about 9e15), and a GCRA interval keeps its fraction of a microsecond.
+# State is stored with %.17g so a double survives the trip through a string unchanged (Lua's
+# tostring keeps only 14 digits), and the same arithmetic as LocalBuckets gives the same factors.
+# Redis >= 5 replicates a script's effects rather than its text, so writing after TIME is allowed.
+_PRELUDE = """
+local key = KEYS[1]
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local state = redis.call('HMGET', key, 'tat', 'factor', 'paused_until', 'hold_until')
+local exists = state[1] ~= false
+local tat = tonumber(state[1]) or now
+local factor = tonumber(state[2]) or 1.0
+local paused_until = tonumber(state[3]) or 0
+local hold_until = tonumber(state[4]) or 0
+local function num(x)
+  return string.format('%.17g', x)
+end
+-- Keep the key while its state still matters (tokens owed, a pause) plus an idle time that
+-- remembers the throttle factor; after that a missing key is a full bucket at factor 1.
+local function expire(idle)
+  local busy = math.max(tat, paused_until) - now
+  if busy < 0 then busy = 0 end
+  redis.call('PEXPIRE', key, math.ceil((busy + idle) / 1000))
+end
+"""
+
+# ARGV: rate per second, burst, idle microseconds. Returns 0 when a token was taken, else the
+# whole microseconds (rounded up, so never 0) until one may be: Redis turns a Lua number into an
+# integer by truncation, so the rounding is made explicit here.
+_TAKE = (
+    _PRELUDE
+    + """
+local rate, burst, idle = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if paused_until > now then
+  return math.ceil(paused_until - now)
+end
+local interval = 1000000 / (rate * factor)
+if tat < now then tat = now end
+local allowed_at = tat + interval - burst * interval
+if allowed_at > now then
+  return math.ceil(allowed_at - now)
+end
+tat = tat + interval
+redis.call('HSET', key, 'tat', num(tat))
+expire(idle)
+return 0
+"""
+)
+
+# ARGV: retry_after microseconds, hold microseconds, idle microseconds.
+_PENALIZE = (
+    _PRELUDE
+    + f"""
+local retry_after, hold, idle = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+-- Calls in flight together (on any replica) are throttled together: one signal, one decrease.
+if paused_until <= now then
+  factor = math.max({MIN_FACTOR!r}, factor * {DECREASE!r})
+end
+paused_until = math.max(paused_until, now + retry_after)
+hold_until = now + hold
+-- Spend the burst: after a throttle, AWS's bucket is empty, so ours should be too.
+tat = math.max(tat, paused_until)
+redis.call('HSET', key, 'tat', num(tat), 'factor', num(factor),
+  'paused_until', num(paused_until), 'hold_until', num(hold_until))
+expire(idle)
+return 0
+"""
+)
+
+# ARGV: idle microseconds. A bucket nobody has used has nothing to win back: no key is created.
+# After a decrease the factor is held (see HOLD_SECONDS) before it climbs again.
+_REWARD = (
+    _PRELUDE
+    + f"""
+local idle = tonumber(ARGV[1])
+if exists and factor < 1.0 and now >= hold_until then
+  factor = math.min(1.0, factor + {INCREASE!r})
+  redis.call('HSET', key, 'factor', num(factor))
+  expire(idle)
+end
+return 0
+"""
+)
+
+# ARGV: rate per second, burst. Read-only. Returns strings: Redis would truncate Lua numbers.
+_STATUS = (
+    _PRELUDE
+    + """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local interval = 1000000 / (rate * factor)
+local tokens = burst - math.max(0, tat - now) / interval
+tokens = math.max(0, math.min(burst, tokens))
+return {num(tokens), num(factor)}
+"""
+)
+
+
+class RedisBuckets:
+    """GCRA per (account, region) in one Redis hash, with the AIMD factor beside it.
+
+    Each operation is one Lua script, so it is atomic across replicas, and reads the time from
+    the server, so replicas with drifting clocks still share one budget. The key of a bucket is
+    `{<prefix>:<account>:<region>}:bucket`: the braces are a Redis Cluster hash tag, so a bucket
+    lives in one slot and the scripts, which touch one key each, run on Redis Cluster. Fields:
+    `tat` (GCRA's theoretical arrival time), `factor` (1.0, or less after throttling),
+    `paused_until` and `hold_until` (no reward before it), times in microseconds of the server's
+    clock. Keys expire once idle (`idle_ttl` after their tokens and pause stop mattering).
+
+    redis-py's Script sends EVALSHA and loads the script on NOSCRIPT (a restarted or flushed
+    server), so the script text crosses the network once per server, not once per call; if the
+    server forgets it again before that EVALSHA, one EVAL runs it (see `_Script`)."""
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        *,
+        prefix: str = "tg",
+        idle_ttl: float = 60.0,
+        hold: float = HOLD_SECONDS,
+        close_client: bool = False,
+    ) -> None:
+        """`idle_ttl`: how long an idle bucket's state (above all its throttle factor) outlives
+        the last time it mattered. `hold`: how long after a throttle rewards are ignored (as
+        LocalBuckets' HOLD_SECONDS; the script runs on the server's clock, so tests that cannot
+        wait ten seconds shorten it). `close_client`: whether `close` closes `client` (true when
+        this object made it, as `from_url` does)."""
+        if "{" in prefix or "}" in prefix:
+            raise ValueError(f"the Redis key prefix {prefix!r} may not contain braces")
+        if idle_ttl <= 0:
+            raise ValueError(f"idle_ttl must be positive, not {idle_ttl}")
+        if hold < 0:
+            raise ValueError(f"hold may not be negative, not {hold}")
+        self._client = client
+        self._prefix = prefix
+        self._idle_us = idle_ttl * _MICROS
+        self._hold_us = hold * _MICROS
+        self._close_client = close_client
+        self._take = _Script(client, _TAKE)
+        self._penalize = _Script(client, _PENALIZE)
+        self._reward = _Script(client, _REWARD)
+        self._status = _Script(client, _STATUS)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = "tg",
+        idle_ttl: float = 60.0,
+        hold: float = HOLD_SECONDS,
+        timeout: float = 1.0,
+        **client_kwargs: Any,
+    ) -> RedisBuckets:
+        """Buckets on a new client for `url` (redis://, rediss://, unix://), closed by `close`.
+
+        The client fails fast: `timeout` seconds to connect or answer, and one immediate retry,
+        which is enough to replace a pooled connection that died while idle (after a Redis
+        restart, say). redis-py's default (ten retries with backoff) would hold every caller for
+        seconds during an outage, when FallbackBuckets could already answer for it."""
+        options: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "retry": Retry(NoBackoff(), 1),
+        }
+        options.update(client_kwargs)
+        client = redis.asyncio.Redis.from_url(url, **options)
+        return cls(client, prefix=prefix, idle_ttl=idle_ttl, hold=hold, close_client=True)
+
+    def key_for(self, key: BucketKey) -> str:
+        """The Redis key holding `key`'s bucket."""
+        parts = (key.account_id, key.region)
+        if any("{" in part or "}" in part for part in parts):
+            # A brace would move the hash tag, and with it the bucket's cluster slot.
+            raise ValueError(f"a bucket key may not contain braces: {key}")
+        return f"{{{self._prefix}:{key.account_id}:{key.region}}}:bucket"
+
+    async def take(self, key: BucketKey, rate: float, burst: int) -> float:
+        _check(rate, burst)
+        wait_us = await self._take(self.key_for(key), rate, burst, self._idle_us)
+        return int(wait_us) / _MICROS
+
+    async def penalize(self, key: BucketKey, retry_after: float) -> None:
+        retry_us = max(0.0, retry_after) * _MICROS
+        await self._penalize(self.key_for(key), retry_us, self._hold_us, self._idle_us)
+
+    async def reward(self, key: BucketKey) -> None:
+        await self._reward(self.key_for(key), self._idle_us)
+
+    async def status(self, key: BucketKey, rate: float, burst: int) -> BucketStatus:
+        _check(rate, burst)
+        tokens, factor = await self._status(self.key_for(key), rate, burst)
+        return BucketStatus(tokens=float(tokens), rate_factor=float(factor))
+
+    async def ping(self) -> None:
+        """Raise one of OUTAGE_ERRORS unless the server answers (for start-up and readiness)."""
+        await self._client.ping()
+
+    async def close(self) -> None:
+        if self._close_client:
+            await self._client.aclose()
+
+
+class _Script:
+    """One Lua script: redis-py's Script (EVALSHA, SCRIPT LOAD on NOSCRIPT), made flush-proof."""
+
+    def __init__(self, client: redis.asyncio.Redis, text: str) -> None:
+        self._client = client
+        self._text = text
+        self._script: AsyncScript = client.register_script(text)
+
+    async def __call__(self, key: str, *args: float) -> Any:
+        try:
+            return await self._script(keys=[key], args=args)
+        except redis.exceptions.NoScriptError:
+            # redis-py answers NOSCRIPT with SCRIPT LOAD then EVALSHA; a flush (or a failover)
+            # between the two fails the call. EVAL sends the text: it runs and caches in one step.
+            return await self._client.eval(self._text, 1, key, *args)
+
+
+def _check(rate: float, burst: int) -> None:
+    # Checked here: in Lua a zero rate would be an infinite interval, not an error.
+    if not (rate > 0 and math.isfinite(rate)):
+        raise ValueError(f"a bucket's rate must be positive, not {rate}")
+    if burst < 1:
+        raise ValueError(f"a bucket's burst must be at least 1, not {burst}")

@@ -1,0 +1,1 @@
+"""Tests of the budget buckets: local, Redis, and the fallback between them."""

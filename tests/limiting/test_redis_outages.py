@@ -1,0 +1,253 @@
+"""RedisBuckets and FallbackBuckets against a private redis-server, stopped and restarted."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio
+
+from gateway.clock import ManualClock
+from gateway.domain import BucketKey
+from gateway.errors import ErrorKind, GatewayError
+from gateway.limiting.fallback import FallbackBuckets, FallbackMode
+from gateway.limiting.local import LocalBuckets
+from gateway.limiting.redis import OUTAGE_ERRORS, RedisBuckets
+
+KEY = BucketKey("123456789012", "us-east-1")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A redis-server process on a loopback port that it keeps across stops and restarts."""
+
+    def __init__(self, executable: str, workdir: Path) -> None:
+        self._executable = executable
+        self._workdir = workdir
+        self._log = workdir / "redis.log"
+        self.port = _free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start the server (no persistence: a restart comes back empty) and wait until it
+        accepts connections."""
+        options = {
+            "port": str(self.port),
+            "bind": "127.0.0.1",
+            "save": "",
+            "appendonly": "no",
+            "dir": str(self._workdir),
+            "logfile": str(self._log),
+        }
+        argv = [self._executable]
+        for name, value in options.items():
+            argv += [f"--{name}", value]
+        self._process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10.0
+        while True:
+            if self._process.poll() is not None:
+                self._process = None
+                pytest.fail(f"redis-server did not start: {self._log_tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.1):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    pytest.fail(f"redis-server is not listening after 10 s: {self._log_tail()}")
+                time.sleep(0.005)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM) and wait for it to exit: the port refuses connections."""
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10.0)
+            self._process = None
+
+    def _log_tail(self) -> str:
+        try:
+            return " | ".join(self._log.read_text().splitlines()[-5:])
+        except OSError:
+            return "(no log)"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server; without the binary the test fails, loudly, instead of skipping."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.fail(
+            "redis-server is not installed: the outage tests stop and restart a real Redis"
+            " (apt-get install redis-server; CI installs it)"
+        )
+    server = RedisServer(executable, tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def store(server: RedisServer) -> AsyncIterator[RedisBuckets]:
+    """RedisBuckets on the private server, as the gateway makes them (from_url)."""
+    buckets = RedisBuckets.from_url(server.url, timeout=0.5)
+    yield buckets
+    await buckets.close()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """The fallback's clock (retry interval, local buckets); Redis keeps its own time."""
+    return ManualClock()
+
+
+def fallback(store: RedisBuckets, clock: ManualClock, mode: FallbackMode) -> FallbackBuckets:
+    return FallbackBuckets(
+        store, LocalBuckets(clock), mode=mode, replicas=2, clock=clock, retry_interval=1.0
+    )
+
+
+class FlushingRedis(redis.asyncio.Redis):
+    """A client whose server forgets each script right after loading it (a flush in between)."""
+
+    async def script_load(self, script: Any) -> str:
+        sha: str = await super().script_load(script)
+        await self.script_flush()
+        return sha
+
+
+class TestScriptCache:
+    """Scripts run by EVALSHA, and a server that forgot them (SCRIPT FLUSH, restart) still
+    runs every operation, with the bucket's state intact."""
+
+    async def test_script_flush(self, server: RedisServer) -> None:
+        """After SCRIPT FLUSH before each operation, every operation still works."""
+        client = redis.asyncio.Redis.from_url(server.url)
+        buckets = RedisBuckets(client, hold=0.0)
+        try:
+            assert await buckets.take(KEY, 1.0, 2) == 0.0
+            await client.script_flush()
+            assert await buckets.take(KEY, 1.0, 2) == 0.0
+            await client.script_flush()
+            assert await buckets.take(KEY, 1.0, 2) > 0.0
+            await client.script_flush()
+            await buckets.penalize(KEY, 0.0)
+            await client.script_flush()
+            await buckets.penalize(KEY, 0.0)
+            await client.script_flush()
+            await buckets.reward(KEY)
+            await client.script_flush()
+            assert (await buckets.status(KEY, 1.0, 2)).rate_factor == 0.25 + 0.05
+        finally:
+            await client.aclose()
+
+    async def test_flush_between_load_and_run(self, server: RedisServer) -> None:
+        """A flush between redis-py's SCRIPT LOAD and its EVALSHA does not fail the call."""
+        client = FlushingRedis.from_url(server.url)
+        buckets = RedisBuckets(client)
+        try:
+            assert await buckets.take(KEY, 1.0, 1) == 0.0
+            assert await buckets.take(KEY, 1.0, 1) > 0.0
+        finally:
+            await client.aclose()
+
+
+class TestRedisRestart:
+    """RedisBuckets from from_url fails with an outage error while the server is down and works
+    again, without being rebuilt, once it is back."""
+
+    async def test_down_then_back(self, server: RedisServer, store: RedisBuckets) -> None:
+        """Every operation raises one of OUTAGE_ERRORS while down; after a restart (an empty
+        server: no data, no scripts) the stale pooled connection is replaced and takes work."""
+        assert await store.take(KEY, 1.0, 1) == 0.0
+        server.stop()
+        for call in (
+            store.take(KEY, 1.0, 1),
+            store.penalize(KEY, 1.0),
+            store.reward(KEY),
+            store.status(KEY, 1.0, 1),
+            store.ping(),
+        ):
+            with pytest.raises(OUTAGE_ERRORS):
+                await call
+        server.start()
+        assert await store.take(KEY, 1.0, 1) == 0.0
+        await store.ping()
+
+
+class TestFailClosedOutage:
+    """Fail-closed over a real Redis: UNAVAILABLE while it is down, served again by itself once
+    it is back and the retry interval has passed."""
+
+    async def test_outage_and_recovery(
+        self, server: RedisServer, store: RedisBuckets, clock: ManualClock
+    ) -> None:
+        """Down: takes raise UPSTREAM_UNAVAILABLE and healthy is False. Back: still refused until
+        the next probe (one per retry interval), then served from Redis and healthy again."""
+        buckets = fallback(store, clock, "fail-closed")
+        assert await buckets.take(KEY, 10.0, 5) == 0.0
+        server.stop()
+        with pytest.raises(GatewayError) as caught:
+            await buckets.take(KEY, 10.0, 5)
+        assert caught.value.kind is ErrorKind.UPSTREAM_UNAVAILABLE
+        assert "redis" in caught.value.message
+        assert not buckets.healthy
+        server.start()
+        with pytest.raises(GatewayError):
+            await buckets.take(KEY, 10.0, 5)  # no probe before the interval is up
+        await clock.advance(1.0)
+        assert await buckets.take(KEY, 10.0, 5) == 0.0
+        assert buckets.healthy
+
+
+class TestDegradeOutage:
+    """Degrade over a real Redis: local buckets at rate / replicas while it is down, the shared
+    budget in Redis again once it is back."""
+
+    async def test_outage_and_recovery(
+        self, server: RedisServer, store: RedisBuckets, clock: ManualClock
+    ) -> None:
+        """Rate 8 burst 5 over 2 replicas: while Redis is down this replica has 2 tokens, then
+        one per 0.25 s; after the restart and the retry interval, takes reach Redis again."""
+        buckets = fallback(store, clock, "degrade")
+        assert await buckets.take(KEY, 8.0, 5) == 0.0
+        server.stop()
+        assert [await buckets.take(KEY, 8.0, 5) for _ in range(3)] == [0.0, 0.0, 0.25]
+        assert not buckets.healthy
+        server.start()
+        await clock.advance(1.0)
+        assert await buckets.take(KEY, 8.0, 5) == 0.0
+        assert buckets.healthy
+        # The restarted server holds the bucket again: the take above went to Redis.
+        assert (await store.status(KEY, 8.0, 5)).tokens < 4.1
+
+    async def test_concurrent_callers_during_outage(
+        self, server: RedisServer, store: RedisBuckets, clock: ManualClock
+    ) -> None:
+        """Callers that arrive together while Redis is down are all answered, from the local
+        share, and only this replica's burst of them get a token at once."""
+        buckets = fallback(store, clock, "degrade")
+        server.stop()
+        waits = await asyncio.gather(*(buckets.take(KEY, 8.0, 5) for _ in range(10)))
+        assert waits.count(0.0) == 2
