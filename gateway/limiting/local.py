@@ -13,6 +13,9 @@ from gateway.limiting.base import BucketStatus
 DECREASE = 0.5
 INCREASE = 0.05
 MIN_FACTOR = 0.05
+#: After a decrease the rate is held this long before it climbs again: climbing at once would
+#: probe AWS's limit, and be throttled, every few calls.
+HOLD_SECONDS = 10.0
 
 
 @dataclass
@@ -20,6 +23,7 @@ class _State:
     tat: float  # GCRA's theoretical arrival time of the next token
     factor: float = 1.0
     paused_until: float = 0.0
+    hold_until: float = 0.0
 
 
 class LocalBuckets:
@@ -53,14 +57,17 @@ class LocalBuckets:
     async def penalize(self, key: BucketKey, retry_after: float) -> None:
         now = self._clock.monotonic()
         state = self._state(key)
-        state.factor = max(MIN_FACTOR, state.factor * DECREASE)
+        # Calls in flight together are throttled together: that is one signal, one decrease.
+        if state.paused_until <= now:
+            state.factor = max(MIN_FACTOR, state.factor * DECREASE)
         state.paused_until = max(state.paused_until, now + retry_after)
+        state.hold_until = now + HOLD_SECONDS
         # Spend the burst: after a throttle, AWS's bucket is empty, so ours should be too.
         state.tat = max(state.tat, state.paused_until)
 
     async def reward(self, key: BucketKey) -> None:
         state = self._states.get(key)
-        if state is not None and state.factor < 1.0:
+        if state is not None and state.factor < 1.0 and self._clock.monotonic() >= state.hold_until:
             state.factor = min(1.0, state.factor + INCREASE)
 
     async def status(self, key: BucketKey, rate: float, burst: int) -> BucketStatus:
