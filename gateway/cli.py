@@ -130,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stop.add_argument("--timeout", type=float, default=None, help="deadline in seconds")
     stop.add_argument("--json", action="store_true", help="one JSON object per update")
+    from gateway import bench  # its flags live beside the load generator
+
+    bench.add_parser(sub)
     return parser
 
 
@@ -210,6 +213,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_serve(_serve_settings(args)))
         if args.command == "stop":
             return asyncio.run(_stop(args))
+        if args.command == "bench":
+            from gateway import bench
+
+            return asyncio.run(bench.main(args))
     except SettingsError as exc:
         print(f"transfer-gateway: {exc}", file=sys.stderr)
         return 2
