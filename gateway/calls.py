@@ -59,9 +59,9 @@ class BudgetedCaller:
     ) -> tuple[_T, float]:
         """Run `attempt_once` until it succeeds or fails for good; return (result, budget wait)."""
         waited = 0.0
-        attempt = 0
+        attempt = 0  # attempts that failed with a 500 or a network error
+        throttled = 0  # attempts that AWS throttled: counted apart, see RetrySettings
         while True:
-            attempt += 1
             waited += await self._limiter.acquire(
                 key, deadline=deadline, priority=priority, on_queued=on_queued
             )
@@ -70,9 +70,17 @@ class BudgetedCaller:
                 result = await attempt_once()
             except UpstreamError as exc:
                 self._note(operation, exc.kind.reason)
-                if exc.kind not in _RETRYABLE or attempt >= self._retry.max_attempts:
+                if exc.kind not in _RETRYABLE:
                     raise
-                delay = await self._backoff(key, exc, attempt)
+                if exc.kind is ErrorKind.UPSTREAM_THROTTLED:
+                    throttled += 1
+                    if throttled >= self._retry.max_throttled_attempts:
+                        raise
+                else:
+                    attempt += 1
+                    if attempt >= self._retry.max_attempts:
+                        raise
+                delay = await self._backoff(key, exc, max(attempt, 1))
                 if deadline is not None and self._clock.monotonic() + delay > deadline:
                     raise
                 log.info(
@@ -81,7 +89,7 @@ class BudgetedCaller:
                     account=key.account_id,
                     region=key.region,
                     reason=exc.kind.reason,
-                    attempt=attempt,
+                    attempt=attempt + throttled + 1,
                     delay=round(delay, 3),
                     aws_request_id=exc.aws_request_id,
                 )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 _T = TypeVar("_T")
+_ACCOUNT = re.compile(r"[0-9]{12}")
 
 DEFAULT_EMULATOR_ACCOUNT = "000000000000"
 DEFAULT_REGION = "us-east-1"
@@ -100,7 +102,12 @@ class BudgetSettings:
 class RetrySettings:
     """The gateway's one retry policy for upstream calls (botocore's own retries are off)."""
 
+    #: Attempts for a call that fails with a 500 or a network error.
     max_attempts: int = 5
+    #: Attempts for a call that keeps being throttled. Throttling is AWS asking us to slow
+    #: down, not the call failing: each retry waits for the slowed, paused bucket, so these
+    #: retries cannot storm; the cap only stops a call that AWS never lets through.
+    max_throttled_attempts: int = 30
     base_delay: float = 0.2
     max_delay: float = 5.0
     #: Wait after a ThrottlingException that carried no RetryAfterSeconds.
@@ -108,6 +115,7 @@ class RetrySettings:
 
     def __post_init__(self) -> None:
         _check(self, "max_attempts", self.max_attempts >= 1, "must be >= 1")
+        _check(self, "max_throttled_attempts", self.max_throttled_attempts >= 1, "must be >= 1")
         _check(self, "base_delay", self.base_delay >= 0, "must be >= 0")
         _check(self, "max_delay", self.max_delay >= self.base_delay, "must be >= base_delay")
 
@@ -149,6 +157,16 @@ class Settings:
 
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 50051
+    #: The HTTP face (NDJSON/SSE streams, the AWS-compatible endpoint, health, metrics).
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    #: The AWS-compatible endpoint: SigV4 access key id -> the 12-digit account its calls act
+    #: on. In emulator mode a 12-digit key id that is not listed is taken as the account (the
+    #: emulator's convention); otherwise an unlisted key is refused.
+    access_keys: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    #: Longest the AWS-compatible endpoint waits for budget before it answers
+    #: ThrottlingException with RetryAfterSeconds (which the AWS SDKs honour).
+    aws_max_wait_seconds: float = 5.0
     #: "emulator": the embedded emulator (default, no AWS needed); "aws": AWS's endpoints with
     #: the default credential chain.
     upstream: Literal["emulator", "aws"] = "emulator"
@@ -166,6 +184,10 @@ class Settings:
     def __post_init__(self) -> None:
         _check(self, "upstream", self.upstream in ("emulator", "aws"), "must be emulator or aws")
         _check(self, "grpc_port", 0 <= self.grpc_port <= 65535, "must be a TCP port")
+        _check(self, "http_port", 0 <= self.http_port <= 65535, "must be a TCP port")
+        _check(self, "aws_max_wait_seconds", self.aws_max_wait_seconds >= 0, "must be >= 0")
+        bad_keys = [k for k, a in self.access_keys.items() if not _ACCOUNT.fullmatch(a)]
+        _check(self, "access_keys", not bad_keys, f"accounts must be 12 digits: {bad_keys}")
         _check(self, "demo_servers", self.demo_servers >= 0, "must be >= 0")
         _check(self, "max_pool_connections", self.max_pool_connections >= 1, "must be >= 1")
         _check(

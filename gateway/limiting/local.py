@@ -16,6 +16,10 @@ MIN_FACTOR = 0.05
 #: After a decrease the rate is held this long before it climbs again: climbing at once would
 #: probe AWS's limit, and be throttled, every few calls.
 HOLD_SECONDS = 10.0
+#: Then it climbs one INCREASE per tenth of HOLD_SECONDS of successes, not per success: per
+#: success, a busy account would climb straight back into AWS's limit within a second.
+CLIMB_FRACTION = 0.1
+_EPSILON = 1e-9
 
 
 @dataclass
@@ -35,28 +39,35 @@ class LocalBuckets:
         self._clock = clock
         self._states: dict[BucketKey, _State] = {}
 
-    def _state(self, key: BucketKey) -> _State:
+    def _state(self, key: BucketKey, now: float) -> _State:
         state = self._states.get(key)
         if state is None:
-            state = self._states[key] = _State(tat=self._clock.monotonic())
+            # A new bucket is full at `now`, the caller's reading of the clock: a later reading
+            # would put its first token a few microseconds in the future.
+            state = self._states[key] = _State(tat=now)
         return state
 
     async def take(self, key: BucketKey, rate: float, burst: int) -> float:
         now = self._clock.monotonic()
-        state = self._state(key)
+        state = self._state(key, now)
         if state.paused_until > now:
             return state.paused_until - now
+        if state.factor < 1.0:
+            # No burst while the rate is slowed after a throttle: a full bucket at the end of
+            # the pause would fire `burst` calls at once into AWS's empty one.
+            burst = 1
         interval = 1.0 / (rate * state.factor)
         tat = max(state.tat, now)
         allowed_at = tat + interval - burst * interval
-        if allowed_at > now:
+        # The epsilon forgives float rounding (a token refused 1e-13 s early on a frozen clock).
+        if allowed_at > now + _EPSILON:
             return allowed_at - now
         state.tat = tat + interval
         return 0.0
 
     async def penalize(self, key: BucketKey, retry_after: float) -> None:
         now = self._clock.monotonic()
-        state = self._state(key)
+        state = self._state(key, now)
         # Calls in flight together are throttled together: that is one signal, one decrease.
         if state.paused_until <= now:
             state.factor = max(MIN_FACTOR, state.factor * DECREASE)
@@ -69,10 +80,11 @@ class LocalBuckets:
         state = self._states.get(key)
         if state is not None and state.factor < 1.0 and self._clock.monotonic() >= state.hold_until:
             state.factor = min(1.0, state.factor + INCREASE)
+            state.hold_until = self._clock.monotonic() + HOLD_SECONDS * CLIMB_FRACTION
 
     async def status(self, key: BucketKey, rate: float, burst: int) -> BucketStatus:
         now = self._clock.monotonic()
-        state = self._state(key)
+        state = self._state(key, now)
         interval = 1.0 / (rate * state.factor)
         tokens = burst - max(0.0, state.tat - now) / interval
         return BucketStatus(tokens=max(0.0, min(float(burst), tokens)), rate_factor=state.factor)

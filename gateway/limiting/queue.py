@@ -99,6 +99,10 @@ class QueuedLimiter:
         await fut  # a cancelled waiter's future is cancelled too; the dispatcher skips it
         return self._clock.monotonic() - start
 
+    def waiting(self) -> int:
+        """Callers queued for budget, across all buckets."""
+        return sum(queue.live() for queue in self._queues.values())
+
     async def _dispatch(self, key: BucketKey, queue: _Queue) -> None:
         try:
             while queue.live():

@@ -67,6 +67,8 @@ local rate, burst, idle = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]
 if paused_until > now then
   return math.ceil(paused_until - now)
 end
+-- No burst while the rate is slowed after a throttle (see LocalBuckets.take).
+if factor < 1.0 then burst = 1 end
 local interval = 1000000 / (rate * factor)
 if tat < now then tat = now end
 local allowed_at = tat + interval - burst * interval
@@ -100,15 +102,17 @@ return 0
 """
 )
 
-# ARGV: idle microseconds. A bucket nobody has used has nothing to win back: no key is created.
-# After a decrease the factor is held (see HOLD_SECONDS) before it climbs again.
+# ARGV: idle microseconds, hold microseconds. A bucket nobody has used has nothing to win back:
+# no key is created. After a decrease the factor is held (see HOLD_SECONDS) before it climbs
+# again, then climbs one step per tenth of the hold (see LocalBuckets.reward).
 _REWARD = (
     _PRELUDE
     + f"""
-local idle = tonumber(ARGV[1])
+local idle, hold = tonumber(ARGV[1]), tonumber(ARGV[2])
 if exists and factor < 1.0 and now >= hold_until then
   factor = math.min(1.0, factor + {INCREASE!r})
-  redis.call('HSET', key, 'factor', num(factor))
+  hold_until = now + hold / 10
+  redis.call('HSET', key, 'factor', num(factor), 'hold_until', num(hold_until))
   expire(idle)
 end
 return 0
@@ -217,7 +221,7 @@ class RedisBuckets:
         await self._penalize(self.key_for(key), retry_us, self._hold_us, self._idle_us)
 
     async def reward(self, key: BucketKey) -> None:
-        await self._reward(self.key_for(key), self._idle_us)
+        await self._reward(self.key_for(key), self._idle_us, self._hold_us)
 
     async def status(self, key: BucketKey, rate: float, burst: int) -> BucketStatus:
         _check(rate, burst)

@@ -39,6 +39,7 @@ def make_settings(
         budget=dataclasses.replace(BudgetSettings(rate=500, burst=500), **(budget or {})),
         watch=dataclasses.replace(FAST_WATCH, **(watch or {})),
     )
+    top.setdefault("http_port", 0)
     return Settings(
         grpc_port=0,
         demo_servers=0,
