@@ -1,0 +1,90 @@
+"""A benchmark's server in a child process: gateway, emulator alone, or a bare grpc.aio stream.
+
+Run by bench._support.child: `python -m bench._serve MODE JSON`. It makes the servers asked for
+directly (before listening, so no quota is spent and nothing is counted), prints one JSON line
+with its ports and server ids, and serves until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from bench._support import settings_from_dict
+from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
+from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
+from gateway.config import EmulatorSettings
+from gateway.grpc_api import SERVER_OPTIONS
+
+
+class BareService(pb_grpc.TransferGatewayServicer):
+    """The same RPC with nothing behind it: one update, then the stream stays open until the
+    client leaves. What a stream costs grpc.aio itself, to compare the gateway's with."""
+
+    async def StopServer(
+        self, request: pb.StopServerRequest, context: Any
+    ) -> AsyncIterator[pb.ServerStateUpdate]:
+        yield pb.ServerStateUpdate(
+            server_id=request.server_id, state=pb.SERVER_STATE_STOPPING, stage=pb.STAGE_WATCHING
+        )
+        await asyncio.Event().wait()
+
+
+async def _until_sigterm() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def _announce(info: dict[str, Any]) -> None:
+    gc.collect()  # the baseline a benchmark reads next should not hold start-up garbage
+    print(json.dumps(info), flush=True)
+
+
+async def main(mode: str, spec: dict[str, Any]) -> None:
+    servers_wanted: dict[str, int] = spec.get("servers", {})
+    if mode == "gateway":
+        from gateway.app import GatewayApp
+        from gateway.observability import configure_logging
+
+        settings = settings_from_dict(spec["settings"])
+        configure_logging(settings.log_level, "json")
+        app = GatewayApp(settings)
+        await app.start()
+        assert app.emulator is not None
+        made = {a: app.emulator.create_servers(n, account=a) for a, n in servers_wanted.items()}
+        _announce({"grpc": app.grpc_port, "emulator": app.emulator.url, "servers": made})
+        await _until_sigterm()
+        await app.stop(grace=1.0)
+    elif mode == "emulator":
+        from gateway.emulator import Emulator
+
+        emulator = Emulator(EmulatorSettings(**spec["settings"]))
+        made = {a: emulator.create_servers(n, account=a) for a, n in servers_wanted.items()}
+        await emulator.start()
+        _announce({"emulator": emulator.url, "servers": made})
+        await _until_sigterm()
+        await emulator.close()
+    elif mode == "bare":
+        server = grpc.aio.server(options=SERVER_OPTIONS)
+        pb_grpc.add_TransferGatewayServicer_to_server(BareService(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        _announce({"grpc": port})
+        await _until_sigterm()
+        await server.stop(0)
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], json.loads(sys.argv[2])))

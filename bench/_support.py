@@ -1,0 +1,166 @@
+"""Shared by the benchmarks: servers in child processes (gateway, emulator, bare gRPC), RSS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.bench import RemoteFleet
+from gateway.config import (
+    BudgetSettings,
+    CoreSettings,
+    EmulatorSettings,
+    RetrySettings,
+    Settings,
+    WatchSettings,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+ACCOUNT = "000000000000"
+REGION = "us-east-1"
+#: A budget and a quota nothing reaches: for benchmarks of cost, not of limits.
+UNLIMITED_BUDGET = BudgetSettings(rate=1e9, burst=10**9, max_queue=10**6)
+UNLIMITED_QUOTA = {"quota_rate": 1e9, "quota_burst": 10**9}
+
+
+def gateway_settings(
+    *,
+    budget: BudgetSettings | None = None,
+    watch: WatchSettings | None = None,
+    emulator: dict[str, Any] | None = None,
+    max_pool_connections: int = 64,
+) -> Settings:
+    """A gateway on loopback port 0 with its embedded emulator on port 0."""
+    return Settings(
+        grpc_port=0,
+        demo_servers=0,
+        max_pool_connections=max_pool_connections,
+        log_level="warning",  # a line per call is not what is being measured
+        core=CoreSettings(budget=budget or BudgetSettings(), watch=watch or WatchSettings()),
+        emulator=EmulatorSettings(port=0, **(emulator or {})),
+    )
+
+
+def settings_from_dict(raw: dict[str, Any]) -> Settings:
+    """The inverse of dataclasses.asdict for Settings (it is how a child gets them)."""
+    raw = dict(raw)
+    core = raw.pop("core")
+    emulator = raw.pop("emulator")
+    return Settings(
+        **raw,
+        core=CoreSettings(
+            default_account=core["default_account"],
+            default_region=core["default_region"],
+            budget=BudgetSettings(**core["budget"]),
+            retry=RetrySettings(**core["retry"]),
+            watch=WatchSettings(**core["watch"]),
+        ),
+        emulator=EmulatorSettings(**emulator),
+    )
+
+
+@dataclass
+class Child:
+    """A server in a child process: its pid, what it printed on start, how to stop it."""
+
+    process: asyncio.subprocess.Process
+    info: dict[str, Any]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.info['grpc']}"
+
+    @property
+    def emulator_url(self) -> str:
+        return str(self.info["emulator"])
+
+    @property
+    def servers(self) -> dict[str, list[str]]:
+        return dict(self.info.get("servers", {}))
+
+    def rss_kib(self) -> int:
+        return rss_kib(self.pid)
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+@contextlib.asynccontextmanager
+async def child(mode: str, **spec: Any) -> AsyncIterator[Child]:
+    """Run `python -m bench._serve` as `mode` (gateway, emulator or bare) and stop it after."""
+    if "settings" in spec and dataclasses.is_dataclass(spec["settings"]):
+        spec["settings"] = dataclasses.asdict(spec["settings"])
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench._serve",
+        mode,
+        json.dumps(spec),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=None,  # warnings and crashes of the child show up in the benchmark's output
+    )
+    try:
+        assert process.stdout is not None
+        line = await process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{mode} child exited with {await process.wait()}")
+        yield Child(process, json.loads(line))
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+class PresetFleet(RemoteFleet):
+    """Servers made by the child before it listened (no API calls, nothing counted); restarts
+    and counters go through the emulator's API as for any remote fleet."""
+
+    def __init__(self, url: str, servers: dict[str, list[str]]) -> None:
+        super().__init__(url)
+        self._preset = {account: list(ids) for account, ids in servers.items()}
+
+    async def create(self, account: str, region: str, n: int) -> list[str]:
+        ids = self._preset.get(account, [])
+        if len(ids) < n:
+            raise RuntimeError(f"only {len(ids)} preset servers left in {account}, {n} wanted")
+        taken, self._preset[account] = ids[:n], ids[n:]
+        return taken
+
+
+def ratio_line(name: str, value: float, target: str, met: bool) -> str:
+    return f"{name}: {value:.3f} (target {target}) -> {'MET' if met else 'MISSED'}"
+
+
+def ms(ns: float) -> str:
+    return f"{ns / 1e6:.2f} ms"
+
+
+def print_json(label: str, values: dict[str, Any]) -> None:
+    """One machine-readable line per benchmark result, for docs/benchmarks.md."""
+    print(f"RESULT {label} {json.dumps(values, sort_keys=True)}", flush=True)
+
+
+def accounts(n: int) -> Sequence[str]:
+    return [f"{i:012d}" for i in range(n)]
