@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 
@@ -124,7 +124,7 @@ class _Flight:
             self.aws_request_id, self.budget_wait = await core.caller.call(
                 self.target.bucket,
                 "StopServer",
-                lambda: core.upstream.stop_server(self.target),
+                lambda: core.finish_even_if_draining(core.upstream.stop_server(self.target)),
                 priority=Priority.STOP,
                 deadline=deadline,
                 on_queued=queued,
@@ -224,6 +224,9 @@ class Core:
         self._flights: dict[tuple[str, Target], _Flight] = {}
         self._on_budget_wait = on_budget_wait
         self._closing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._must_finish: set[asyncio.Future[str]] = set()
 
     @property
     def open_flights(self) -> int:
@@ -247,6 +250,7 @@ class Core:
         flight = self._flights.get((kind, target))
         if flight is None:
             flight = self._flights[(kind, target)] = _Flight(self, target, kind)
+            self._idle.clear()
             budget_deadline = deadline
             if budget_deadline is None:
                 budget_deadline = self.clock.monotonic() + self.settings.budget.max_wait_seconds
@@ -288,19 +292,47 @@ class Core:
         key = (flight.kind, flight.target)
         if self._flights.get(key) is flight:
             del self._flights[key]
+        if not self._flights:
+            self._idle.set()
         if flight.kind == "stop" and self._on_budget_wait is not None and flight.aws_request_id:
             self._on_budget_wait(flight.budget_wait)
 
-    async def close(self) -> None:
-        """Refuse new streams, end the open ones with SHUTTING_DOWN, stop every watcher."""
+    async def finish_even_if_draining(self, call: Awaitable[str]) -> str:
+        """Run an upstream StopServer that a drain will not cut short: cancelled mid-call, it
+        would leave nobody knowing whether AWS took it. `close` waits for these."""
+        future = asyncio.ensure_future(call)
+        self._must_finish.add(future)
+        future.add_done_callback(self._must_finish.discard)
+        return await asyncio.shield(future)
+
+    async def close(self, grace: float = 0.0) -> None:
+        """Drain: refuse new streams at once (SHUTTING_DOWN), give the open ones up to `grace`
+        seconds to end on their own, then send each the last state seen and end it with
+        SHUTTING_DOWN; StopServer calls in flight are finished, every watcher stopped."""
         self._closing = True
+        if grace > 0 and self._flights:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace):
+                    await self._idle.wait()
         flights = list(self._flights.values())
         for flight in flights:
+            state = flight._state()
+            latest = flight.fanout.latest
+            stage = latest.stage if latest is not None else Stage.WAITING_FOR_BUDGET
+            flight.fanout.publish(flight._update(state, stage))
             flight.fanout.finish(
-                GatewayError(ErrorKind.SHUTTING_DOWN, "the gateway is shutting down")
+                GatewayError(
+                    ErrorKind.SHUTTING_DOWN,
+                    f"the gateway is shutting down; {flight.target.server_id} was last seen"
+                    f" {state}: call again (another replica) to keep following it",
+                    {"server_id": flight.target.server_id, "state": str(state)},
+                )
             )
             if flight.task is not None:
                 flight.task.cancel()
+        if self._must_finish:
+            # Bounded: an upstream call has its own timeouts, but a drain must end.
+            await asyncio.wait(set(self._must_finish), timeout=max(grace, 5.0))
         for flight in flights:
             if flight.task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
