@@ -74,6 +74,7 @@ class TransferGatewayService(pb_grpc.TransferGatewayServicer):
         }
         outcome = "OK"
         last: StateUpdate | None = None
+        error_request_id: str | None = None
         self._metrics.open_streams.labels("grpc").inc()
         log.info("call.start", **fields)
         try:
@@ -92,6 +93,7 @@ class TransferGatewayService(pb_grpc.TransferGatewayServicer):
                 yield update_to_proto(update)
         except GatewayError as exc:
             outcome = exc.kind.grpc_code.name
+            error_request_id = exc.metadata.get("aws_request_id")
             await _abort(context, exc)
         except Exception:
             # A bug: log it whole, tell the caller no more than INTERNAL.
@@ -111,7 +113,7 @@ class TransferGatewayService(pb_grpc.TransferGatewayServicer):
                 duration=round(time.monotonic() - started, 4),
                 budget_wait=round(last.budget_wait, 4) if last else 0.0,
                 state=str(last.state) if last else None,
-                aws_request_id=last.aws_request_id if last else None,
+                aws_request_id=(last.aws_request_id if last else None) or error_request_id,
             )
 
 

@@ -9,12 +9,17 @@ import sys
 from pathlib import Path
 
 import grpc
+import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
+from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from gateway.app import GatewayApp
+from tests.e2e.conftest import collect
 
 SERVICE = "transfer_gateway.v1.TransferGateway"
+MISSING = "s-0123456789abcdef0"
 CLI = str(Path(sys.executable).with_name("transfer-gateway"))
 
 
@@ -99,3 +104,33 @@ class TestStopCommand:
         assert code != 0
         assert "INVALID_ARGUMENT" in err
         assert "server_id" in err
+
+
+class TestCallLogs:
+    async def test_one_line_at_start_and_one_at_end_with_the_outcome(
+        self, gateway: GatewayApp
+    ) -> None:
+        """Each call logs `call.start` and `call.end`; the end names account, region, server,
+        outcome code, budget wait, duration and the AWS request id, also on a failure."""
+        assert gateway.emulator is not None
+        (server_id,) = gateway.emulator.create_servers(1, state="OFFLINE")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+            stub = pb_grpc.TransferGatewayStub(channel)
+            with structlog.testing.capture_logs() as logs:
+                await collect(stub.StopServer(pb.StopServerRequest(server_id=server_id)))
+                await collect(stub.StopServer(pb.StopServerRequest(server_id=MISSING)))
+        ends = [e for e in logs if e["event"] == "call.end"]
+        assert [e["event"] for e in logs if e["event"].startswith("call.")] == [
+            "call.start",
+            "call.end",
+            "call.start",
+            "call.end",
+        ]
+        assert [e["outcome"] for e in ends] == ["OK", "NOT_FOUND"]
+        assert [e["server"] for e in ends] == [server_id, MISSING]
+        for end in ends:
+            assert end["account"] == "000000000000"
+            assert end["region"] == "us-east-1"
+            assert end["aws_request_id"]
+            assert end["duration"] >= 0
+            assert "budget_wait" in end
