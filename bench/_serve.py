@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from bench._support import settings_from_dict
+from bench._support import settings_from_spec
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from gateway.config import EmulatorSettings
@@ -56,7 +56,7 @@ async def main(mode: str, spec: dict[str, Any]) -> None:
         from gateway.app import GatewayApp
         from gateway.observability import configure_logging
 
-        settings = settings_from_dict(spec["settings"])
+        settings = settings_from_spec(spec["settings"])
         configure_logging(settings.log_level, "json")
         app = GatewayApp(settings)
         await app.start()

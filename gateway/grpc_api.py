@@ -26,10 +26,14 @@ log = structlog.get_logger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TransferGateway"].full_name
 
 #: grpc.aio cancels new calls beyond `grpc.server.max_pending_requests` (default 1000) in a
-#: burst; load tests open 10,000 streams at once.
+#: burst; load tests open 10,000 streams at once. It also cancels (CANCELLED, "CANCELLED") a
+#: call still queued in grpc-core after `grpc.server_max_unrequested_time_in_server` (default
+#: 30 s): a 10,000-stream burst takes the Python side about a minute to pick up (bench/scale.py
+#: lost 40% of its streams that way), and the caller's deadline already bounds the wait.
 SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.server.max_pending_requests", 100_000),
     ("grpc.max_concurrent_streams", 100_000),
+    ("grpc.server_max_unrequested_time_in_server", 3600),
 ]
 
 _Request = pb.StopServerRequest | pb.WatchServerRequest
