@@ -11,6 +11,7 @@ import structlog
 from gateway.calls import BudgetedCaller
 from gateway.clock import Clock
 from gateway.config import CoreSettings
+from gateway.coordination import FOLLOW_RETRY_SECONDS, LocalStopLock, StopLock
 from gateway.domain import STOP_TERMINAL, ServerState, Stage, StateUpdate, Target
 from gateway.errors import ErrorKind, GatewayError, UpstreamError
 from gateway.limiting.base import Priority
@@ -26,6 +27,10 @@ class _End:
 
 _END = _End()
 _Item = StateUpdate | GatewayError | _End
+#: States in which a follower has seen no sign of the stop it follows (see _Flight._follow).
+_NOT_STOPPING = frozenset(
+    {ServerState.UNKNOWN, ServerState.ONLINE, ServerState.STARTING, ServerState.START_FAILED}
+)
 
 
 class _Fanout:
@@ -75,6 +80,9 @@ class _Flight:
         self._not_before = float("-inf")
         self._finished = asyncio.Event()
         self._subscription: Subscription | None = None
+        #: The stop lease (see gateway.coordination) while this flight holds it.
+        self._lease: str | None = None
+        self._follower: asyncio.Task[None] | None = None
 
     # -- publishing -------------------------------------------------------------------------
     def _update(self, state: ServerState, stage: Stage, *, terminal: bool = False) -> StateUpdate:
@@ -111,9 +119,48 @@ class _Flight:
         finally:
             if self._subscription is not None:
                 self._subscription.close()
+            if self._follower is not None:
+                self._follower.cancel()
+                # Awaited, so a lease it took just now is seen (and released) below.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._follower
             self.core._forget(self)
+            if self._lease is not None:
+                await self.core.stop_lock.release(self.target, self._lease)
 
     async def _request_stop(self, deadline: float | None) -> None:
+        self._lease = await self.core.stop_lock.acquire(self.target)
+        if self._lease is None:
+            # Another replica holds the lease and sends this server's StopServer: follow its
+            # stop (the watch below streams the same states) instead of a second upstream call.
+            self.fanout.publish(self._update(ServerState.UNKNOWN, Stage.STOP_REQUESTED))
+            self._follower = asyncio.create_task(
+                self._follow(deadline), name=f"follow {self.target.server_id}"
+            )
+            return
+        await self._send_stop(deadline)
+
+    async def _follow(self, deadline: float | None) -> None:
+        """While the server shows no sign of stopping, retry the lease: if the replica holding
+        it gave up (its callers left, its budget wait could not fit) or died (the lease
+        expired), this flight takes the lease over and sends the StopServer itself."""
+        core = self.core
+        try:
+            while self.fanout.final is None and self._state() in _NOT_STOPPING:
+                await core.clock.sleep(FOLLOW_RETRY_SECONDS)
+                if self.fanout.final is not None or self._state() not in _NOT_STOPPING:
+                    return
+                self._lease = await core.stop_lock.acquire(self.target)
+                if self._lease is not None:
+                    await self._send_stop(deadline)
+                    return
+        except GatewayError as exc:
+            self._end(exc)
+        except Exception:  # a bug: the callers get INTERNAL, the log gets the trace
+            log.exception("flight.follow_crashed", server=self.target.server_id)
+            self._end(GatewayError(ErrorKind.INTERNAL, "internal error in the gateway"))
+
+    async def _send_stop(self, deadline: float | None) -> None:
         core = self.core
 
         def queued() -> None:
@@ -215,8 +262,11 @@ class Core:
         clock: Clock,
         *,
         on_budget_wait: Callable[[float], None] | None = None,
+        stop_lock: StopLock | None = None,
     ) -> None:
         self.settings = settings
+        #: Decides which replica sends a server's StopServer (one replica: always this one).
+        self.stop_lock: StopLock = stop_lock or LocalStopLock()
         self.caller = caller
         self.upstream = upstream
         self.clock = clock

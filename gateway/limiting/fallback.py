@@ -14,16 +14,22 @@ from gateway.limiting.redis import OUTAGE_ERRORS
 
 log = structlog.get_logger(__name__)
 
-#: "fail-closed": refuse upstream calls while the shared budget cannot be counted (AWS is never
+#: "fail_closed": refuse upstream calls while the shared budget cannot be counted (AWS is never
 #: over-spent). "degrade": keep serving from in-process buckets at rate / replicas (the replicas
 #: together stay near the budget as long as the replica count is right).
-FallbackMode = Literal["fail-closed", "degrade"]
+FallbackMode = Literal["fail_closed", "degrade"]
+#: What health, readiness and metrics show: the shared store answers ("ok"), or it does not
+#: and this replica serves from its local share ("degraded") or refuses upstream calls
+#: ("failing_closed").
+StoreState = Literal["ok", "degraded", "failing_closed"]
+#: The bucket a probe reads (read-only: a status never writes a key).
+_PROBE_KEY = BucketKey("000000000000", "probe")
 
 
 class FallbackBuckets:
     """A Bucket over a shared `primary` (Redis) that survives the primary's outages.
 
-    When the primary raises one of `outages`, the wrapper turns unhealthy: in "fail-closed" mode
+    When the primary raises one of `outages`, the wrapper turns unhealthy: in "fail_closed" mode
     a take raises GatewayError(UPSTREAM_UNAVAILABLE), in "degrade" mode it is served by
     `fallback` at rate / replicas and burst // replicas (at least 1). While unhealthy, one call
     per `retry_interval` (on the injected clock) tries the primary again, however many callers
@@ -79,6 +85,24 @@ class FallbackBuckets:
     def mode(self) -> FallbackMode:
         return self._mode
 
+    @property
+    def state(self) -> StoreState:
+        if self._healthy:
+            return "ok"
+        return "degraded" if self._mode == "degrade" else "failing_closed"
+
+    async def probe(self) -> bool:
+        """Ask the primary now, whatever the retry interval, and return `healthy`. The app calls
+        this periodically, so health, readiness and metrics follow the store even with no
+        traffic, and a recovered store is used again without waiting for a caller to probe it."""
+        try:
+            await self._primary.status(_PROBE_KEY, 1.0, 1)
+        except self._outages as exc:
+            self._down(exc)
+        else:
+            self._up()
+        return self._healthy
+
     async def take(self, key: BucketKey, rate: float, burst: int) -> float:
         cause: BaseException | None = None
         if self._try_primary():
@@ -90,7 +114,7 @@ class FallbackBuckets:
             else:
                 self._up()
                 return wait
-        if self._mode == "fail-closed":
+        if self._mode == "fail_closed":
             raise self._unavailable(key) from cause
         return await self._fallback.take(key, *self._share(rate, burst))
 
@@ -123,7 +147,7 @@ class FallbackBuckets:
             else:
                 self._up()
                 return status
-        if self._mode == "fail-closed":
+        if self._mode == "fail_closed":
             # Metrics must not fail with the store: report what callers get, no tokens at all.
             local = await self._fallback.status(key, rate, burst)
             return BucketStatus(tokens=0.0, rate_factor=local.rate_factor)

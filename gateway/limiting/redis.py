@@ -13,7 +13,7 @@ from redis.commands.core import AsyncScript
 
 from gateway.domain import BucketKey
 from gateway.limiting.base import BucketStatus
-from gateway.limiting.local import DECREASE, HOLD_SECONDS, INCREASE, MIN_FACTOR
+from gateway.limiting.local import DECREASE, EPSILON, HOLD_SECONDS, INCREASE, MIN_FACTOR
 
 #: What an unreachable (or failing-over) Redis raises: an outage, not a bug. FallbackBuckets
 #: turns these into a fail-closed error or a degraded local budget. BusyLoadingError (a restarted
@@ -62,7 +62,7 @@ end
 # integer by truncation, so the rounding is made explicit here.
 _TAKE = (
     _PRELUDE
-    + """
+    + f"""
 local rate, burst, idle = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 if paused_until > now then
   return math.ceil(paused_until - now)
@@ -72,7 +72,8 @@ if factor < 1.0 then burst = 1 end
 local interval = 1000000 / (rate * factor)
 if tat < now then tat = now end
 local allowed_at = tat + interval - burst * interval
-if allowed_at > now then
+-- The same slack as LocalBuckets (EPSILON, here in microseconds) against float rounding.
+if allowed_at > now + {EPSILON * _MICROS!r} then
   return math.ceil(allowed_at - now)
 end
 tat = tat + interval
@@ -188,19 +189,8 @@ class RedisBuckets:
         timeout: float = 1.0,
         **client_kwargs: Any,
     ) -> RedisBuckets:
-        """Buckets on a new client for `url` (redis://, rediss://, unix://), closed by `close`.
-
-        The client fails fast: `timeout` seconds to connect or answer, and one immediate retry,
-        which is enough to replace a pooled connection that died while idle (after a Redis
-        restart, say). redis-py's default (ten retries with backoff) would hold every caller for
-        seconds during an outage, when FallbackBuckets could already answer for it."""
-        options: dict[str, Any] = {
-            "socket_timeout": timeout,
-            "socket_connect_timeout": timeout,
-            "retry": Retry(NoBackoff(), 1),
-        }
-        options.update(client_kwargs)
-        client = redis.asyncio.Redis.from_url(url, **options)
+        """Buckets on a new client (see `fail_fast_client`), closed by `close`."""
+        client = fail_fast_client(url, timeout=timeout, **client_kwargs)
         return cls(client, prefix=prefix, idle_ttl=idle_ttl, hold=hold, close_client=True)
 
     def key_for(self, key: BucketKey) -> str:
@@ -235,6 +225,23 @@ class RedisBuckets:
     async def close(self) -> None:
         if self._close_client:
             await self._client.aclose()
+
+
+def fail_fast_client(
+    url: str, *, timeout: float = 1.0, **client_kwargs: Any
+) -> redis.asyncio.Redis:
+    """A client for `url` (redis://, rediss://, unix://) that fails fast: `timeout` seconds to
+    connect or answer, and one immediate retry, which is enough to replace a pooled connection
+    that died while idle (after a Redis restart, say). redis-py's default (ten retries with
+    backoff) would hold every caller for seconds during an outage, when FallbackBuckets could
+    already answer for it."""
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 1),
+    }
+    options.update(client_kwargs)
+    return redis.asyncio.Redis.from_url(url, **options)
 
 
 class _Script:

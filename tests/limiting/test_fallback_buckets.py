@@ -135,7 +135,7 @@ class TestHealthy:
         self, primary: SwitchableBucket, local: LocalBuckets, clock: ManualClock
     ) -> None:
         """close reaches the primary (its Redis client) and the local buckets."""
-        buckets = make(primary, local, clock, "fail-closed")
+        buckets = make(primary, local, clock, "fail_closed")
         await local.take(KEY, 1.0, 1)
         await buckets.close()
         assert primary.closed
@@ -143,7 +143,7 @@ class TestHealthy:
 
 
 class TestFailClosed:
-    """With the store down, "fail-closed" refuses takes with UNAVAILABLE naming the limiter
+    """With the store down, "fail_closed" refuses takes with UNAVAILABLE naming the limiter
     backend, so no AWS call goes uncounted; feedback and status never raise."""
 
     async def test_take_raises_unavailable(
@@ -151,7 +151,7 @@ class TestFailClosed:
     ) -> None:
         """The error is UPSTREAM_UNAVAILABLE (gRPC UNAVAILABLE, HTTP 503), names the backend,
         carries the bucket and a retry hint, and chains the Redis error."""
-        buckets = make(primary, local, clock, "fail-closed", retry_interval=2.0)
+        buckets = make(primary, local, clock, "fail_closed", retry_interval=2.0)
         primary.down = True
         with pytest.raises(GatewayError) as caught:
             await buckets.take(KEY, 10.0, 5)
@@ -173,7 +173,7 @@ class TestFailClosed:
         self, primary: SwitchableBucket, local: LocalBuckets, clock: ManualClock
     ) -> None:
         """Every take fails while the store is down, even with a full local bucket."""
-        buckets = make(primary, local, clock, "fail-closed")
+        buckets = make(primary, local, clock, "fail_closed")
         primary.down = True
         for _ in range(5):
             with pytest.raises(GatewayError):
@@ -184,7 +184,7 @@ class TestFailClosed:
     ) -> None:
         """penalize and reward follow an AWS answer the caller must get: an outage does not
         replace it, and the throttle is kept locally."""
-        buckets = make(primary, local, clock, "fail-closed")
+        buckets = make(primary, local, clock, "fail_closed")
         primary.down = True
         await buckets.penalize(KEY, 3.0)
         await buckets.reward(KEY)
@@ -195,7 +195,7 @@ class TestFailClosed:
         self, primary: SwitchableBucket, local: LocalBuckets, clock: ManualClock
     ) -> None:
         """Metrics keep working: no tokens (as callers see it) and the last known factor."""
-        buckets = make(primary, local, clock, "fail-closed")
+        buckets = make(primary, local, clock, "fail_closed")
         await buckets.penalize(KEY, 0.0)
         primary.down = True
         assert await buckets.status(KEY, 10.0, 5) == BucketStatus(tokens=0.0, rate_factor=0.5)
@@ -204,7 +204,7 @@ class TestFailClosed:
         self, primary: SwitchableBucket, local: LocalBuckets, clock: ManualClock
     ) -> None:
         """A non-outage error (here a bad rate) propagates unchanged and leaves health alone."""
-        buckets = make(primary, local, clock, "fail-closed")
+        buckets = make(primary, local, clock, "fail_closed")
         with pytest.raises(ZeroDivisionError):
             await buckets.take(KEY, 0.0, 5)
         assert buckets.healthy
@@ -213,7 +213,7 @@ class TestFailClosed:
         self, primary: SwitchableBucket, local: LocalBuckets, clock: ManualClock
     ) -> None:
         """Callers queued in QueuedLimiter when the store goes down get UNAVAILABLE."""
-        buckets = make(primary, local, clock, "fail-closed")
+        buckets = make(primary, local, clock, "fail_closed")
         limiter = QueuedLimiter(buckets, lambda _: (1.0, 1), clock, max_queue=10)
         await limiter.acquire(KEY, deadline=None)
         waiters = [asyncio.create_task(limiter.acquire(KEY, deadline=None)) for _ in range(3)]
@@ -322,7 +322,7 @@ class TestRecovery:
         self, primary: SwitchableBucket, local: LocalBuckets, clock: ManualClock
     ) -> None:
         """A fail-closed wrapper serves again once a probe goes through."""
-        buckets = make(primary, local, clock, "fail-closed")
+        buckets = make(primary, local, clock, "fail_closed")
         primary.down = True
         with pytest.raises(GatewayError):
             await buckets.take(KEY, 10.0, 5)
@@ -338,7 +338,7 @@ class TestRecovery:
         self, primary: SwitchableBucket, local: LocalBuckets, clock: ManualClock
     ) -> None:
         """A status call (a metrics scrape) also serves as the probe."""
-        buckets = make(primary, local, clock, "fail-closed")
+        buckets = make(primary, local, clock, "fail_closed")
         primary.down = True
         await buckets.status(KEY, 10.0, 5)
         assert not buckets.healthy
@@ -346,3 +346,41 @@ class TestRecovery:
         await clock.advance(1.0)
         assert (await buckets.status(KEY, 10.0, 5)).tokens == 5.0
         assert buckets.healthy
+
+
+class TestProbe:
+    """`probe` asks the store now, whatever the retry interval, so health and readiness follow
+    the store with no traffic; `state` is what they show."""
+
+    async def test_probe_follows_the_store(
+        self, primary: SwitchableBucket, local: LocalBuckets, clock: ManualClock
+    ) -> None:
+        """Down: probe returns False and state turns failing_closed; back: probe returns True
+        and state is ok, with no clock movement (a probe ignores the retry interval)."""
+        buckets = make(primary, local, clock, "fail_closed", retry_interval=60.0)
+        assert buckets.state == "ok"
+        primary.down = True
+        assert await buckets.probe() is False
+        assert buckets.state == "failing_closed"
+        assert "ConnectionError" in buckets.last_error
+        primary.down = False
+        assert await buckets.probe() is True
+        assert buckets.state == "ok"
+        assert await buckets.take(KEY, 1.0, 1) == 0.0
+
+    async def test_degrade_state(
+        self, primary: SwitchableBucket, local: LocalBuckets, clock: ManualClock
+    ) -> None:
+        """In degrade mode a store found down by a probe shows as degraded."""
+        buckets = make(primary, local, clock, "degrade")
+        primary.down = True
+        await buckets.probe()
+        assert buckets.state == "degraded"
+
+    async def test_probe_writes_nothing(
+        self, primary: SwitchableBucket, local: LocalBuckets, clock: ManualClock
+    ) -> None:
+        """A probe is a read (status), never a take: it spends no one's budget."""
+        buckets = make(primary, local, clock, "degrade")
+        await buckets.probe()
+        assert primary.calls == Counter({"status": 1})

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,92 +15,14 @@ from gateway.errors import ErrorKind, GatewayError
 from gateway.limiting.fallback import FallbackBuckets, FallbackMode
 from gateway.limiting.local import LocalBuckets
 from gateway.limiting.redis import OUTAGE_ERRORS, RedisBuckets
+from tests.limiting.redis_server import RedisServer
 
 KEY = BucketKey("123456789012", "us-east-1")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class RedisServer:
-    """A redis-server process on a loopback port that it keeps across stops and restarts."""
-
-    def __init__(self, executable: str, workdir: Path) -> None:
-        self._executable = executable
-        self._workdir = workdir
-        self._log = workdir / "redis.log"
-        self.port = _free_port()
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        """Start the server (no persistence: a restart comes back empty) and wait until it
-        accepts connections."""
-        options = {
-            "port": str(self.port),
-            "bind": "127.0.0.1",
-            "save": "",
-            "appendonly": "no",
-            "dir": str(self._workdir),
-            "logfile": str(self._log),
-        }
-        argv = [self._executable]
-        for name, value in options.items():
-            argv += [f"--{name}", value]
-        self._process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10.0
-        while True:
-            if self._process.poll() is not None:
-                self._process = None
-                pytest.fail(f"redis-server did not start: {self._log_tail()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.1):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    pytest.fail(f"redis-server is not listening after 10 s: {self._log_tail()}")
-                time.sleep(0.005)
-
-    def stop(self) -> None:
-        """Stop the server (SIGTERM) and wait for it to exit: the port refuses connections."""
-        if self._process is not None:
-            self._process.terminate()
-            self._process.wait(timeout=10.0)
-            self._process = None
-
-    def _log_tail(self) -> str:
-        try:
-            return " | ".join(self._log.read_text().splitlines()[-5:])
-        except OSError:
-            return "(no log)"
-
-
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A private redis-server; without the binary the test fails, loudly, instead of skipping."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.fail(
-            "redis-server is not installed: the outage tests stop and restart a real Redis"
-            " (apt-get install redis-server; CI installs it)"
-        )
-    server = RedisServer(executable, tmp_path)
-    server.start()
-    yield server
-    server.stop()
+def server(redis_server: RedisServer) -> RedisServer:
+    return redis_server
 
 
 @pytest.fixture
@@ -205,7 +122,7 @@ class TestFailClosedOutage:
     ) -> None:
         """Down: takes raise UPSTREAM_UNAVAILABLE and healthy is False. Back: still refused until
         the next probe (one per retry interval), then served from Redis and healthy again."""
-        buckets = fallback(store, clock, "fail-closed")
+        buckets = fallback(store, clock, "fail_closed")
         assert await buckets.take(KEY, 10.0, 5) == 0.0
         server.stop()
         with pytest.raises(GatewayError) as caught:
