@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Awaitable, Callable
+from typing import Literal
+from urllib.parse import urlsplit
 
 import grpc
 import structlog
+from aiohttp import web
 
+from gateway.aws_api import AwsApi
 from gateway.calls import BudgetedCaller
 from gateway.clock import Clock, SystemClock
 from gateway.config import Settings
@@ -21,12 +26,21 @@ from gateway.grpc_api import (
     TransferGatewayService,
     add_services,
 )
+from gateway.http_api import HttpApi, Readiness
 from gateway.limiting import LocalBuckets, QueuedLimiter
 from gateway.observability import Metrics
 from gateway.operations import Core
 from gateway.upstream import AioUpstream, ClientSettings, emulator_credentials
 
 log = structlog.get_logger(__name__)
+
+#: A readiness check: None when fine, else why the gateway should not get traffic now.
+ReadyCheck = Callable[[], Awaitable[str | None]]
+#: Bounded so that /readyz cannot hang a probe on a dead dependency.
+READY_CHECK_TIMEOUT = 2.0
+#: Buckets whose tokens /metrics shows: label cardinality stays bounded however many accounts
+#: callers name.
+MAX_BUCKET_SERIES = 100
 
 
 class GatewayApp:
@@ -39,6 +53,12 @@ class GatewayApp:
         self.emulator: Emulator | None = None
         self.demo_server_ids: list[str] = []
         self.grpc_port = 0
+        self.http_port = 0
+        self._http: web.AppRunner | None = None
+        #: "starting" until every face listens, "draining" from stop(): /readyz is 503 in both.
+        self.phase: Literal["starting", "serving", "draining"] = "starting"
+        #: Checks /readyz runs, by name; other parts (the Redis limiter, ...) add theirs.
+        self.ready_checks: dict[str, ReadyCheck] = {}
         self._server: grpc.aio.Server | None = None
         self._stopped = asyncio.Event()
         core_settings = settings.core
@@ -79,15 +99,19 @@ class GatewayApp:
             self.clock,
             on_budget_wait=self.metrics.budget_wait.observe,
         )
+        self.ready_checks.setdefault("upstream", self._upstream_reachable(endpoint_url))
+        await self._start_http(self.core, self.upstream)
         self._server = grpc.aio.server(options=SERVER_OPTIONS)
         self._health = add_services(self._server, TransferGatewayService(self.core, self.metrics))
         self.grpc_port = self._server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
         await self._server.start()
         await self._health.set("", SERVING)
         await self._health.set("transfer_gateway.v1.TransferGateway", SERVING)
+        self.phase = "serving"
         log.info(
             "gateway.started",
             grpc=f"{s.grpc_host}:{self.grpc_port}",
+            http=f"{s.http_host}:{self.http_port}",
             upstream=s.upstream,
             upstream_endpoint=endpoint_url or "AWS",
             default_account=s.core.default_account,
@@ -96,12 +120,89 @@ class GatewayApp:
             burst=s.core.budget.burst,
         )
 
+    async def _start_http(self, core: Core, upstream: AioUpstream) -> None:
+        s = self.settings
+        app = web.Application()
+        HttpApi(
+            core, self.metrics, readiness=self.readiness, before_scrape=self.refresh_metrics
+        ).add_routes(app)
+        AwsApi(
+            core,
+            self.caller,
+            upstream,
+            self.metrics,
+            access_keys=s.access_keys,
+            emulator_mode=s.upstream == "emulator",
+            max_wait_seconds=s.aws_max_wait_seconds,
+        ).add_routes(app)
+        # handler_cancellation: a caller that hangs up cancels its handler, so its share of a
+        # watch is dropped at once rather than at the next write.
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=s.shutdown_grace_seconds,
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, s.http_host, s.http_port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._http = runner
+        self.http_port = int(runner.addresses[0][1])
+
+    def _upstream_reachable(self, endpoint_url: str | None) -> ReadyCheck:
+        """A TCP connect to the upstream endpoint: costs no budget, sees a dead emulator or a
+        network cut to AWS."""
+        url = urlsplit(
+            endpoint_url or f"https://transfer.{self.settings.core.default_region}.amazonaws.com"
+        )
+        host = url.hostname or "localhost"
+        port = url.port or (443 if url.scheme == "https" else 80)
+
+        async def check() -> str | None:
+            try:
+                _, writer = await asyncio.open_connection(host, port)
+            except OSError as exc:
+                return f"{host}:{port} unreachable: {exc.strerror or type(exc).__name__}"
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return None
+
+        return check
+
+    async def readiness(self) -> Readiness:
+        """Ready when serving and every check passes; each check's verdict for /readyz."""
+        checks: dict[str, str] = {"phase": "ok" if self.phase == "serving" else self.phase}
+        for name, check in list(self.ready_checks.items()):
+            try:
+                async with asyncio.timeout(READY_CHECK_TIMEOUT):
+                    problem = await check()
+            except TimeoutError:
+                problem = f"no answer within {READY_CHECK_TIMEOUT:g}s"
+            except Exception as exc:  # a check that crashes is a check that failed
+                problem = f"{type(exc).__name__}: {exc}"
+            checks[name] = problem or "ok"
+        return Readiness(all(v == "ok" for v in checks.values()), checks)
+
+    async def refresh_metrics(self) -> None:
+        """Set the gauges that are read, not counted: tokens per bucket, watchers."""
+        for key in self.limiter.keys()[:MAX_BUCKET_SERIES]:
+            status = await self.limiter.status(key)
+            self.metrics.set_bucket(key.account_id, key.region, status.tokens, status.rate_factor)
+        if self.core is not None:
+            self.metrics.set_watching(self.core.watchers.active, self.core.watchers.watched_servers)
+
     def bucket_keys(self) -> list[BucketKey]:
         return self.limiter.keys()
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: health NOT_SERVING, open streams end SHUTTING_DOWN, then close everything."""
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        self.phase = "draining"
         if self._server is not None:
             await self._health.enter_graceful_shutdown()
             for service in ("", "transfer_gateway.v1.TransferGateway"):
@@ -110,6 +211,8 @@ class GatewayApp:
             await self.core.close()
         if self._server is not None:
             await self._server.stop(grace)
+        if self._http is not None:
+            await self._http.cleanup()
         await self.limiter.close()
         if self.upstream is not None:
             await self.upstream.close()

@@ -86,3 +86,12 @@ class Metrics:
 
     def upstream_attempt(self, operation: str, outcome: str) -> None:
         self.upstream_calls.labels(operation, outcome).inc()
+
+    def set_bucket(self, account: str, region: str, tokens: float, rate_factor: float) -> None:
+        """An account's bucket as of a scrape (the app reads it from the limiter)."""
+        self.tokens.labels(account, region).set(tokens)
+        self.rate_factor.labels(account, region).set(rate_factor)
+
+    def set_watching(self, active_watchers: int, watched_servers: int) -> None:
+        self.active_watchers.set(active_watchers)
+        self.watched_servers.set(watched_servers)

@@ -139,6 +139,11 @@ class AioUpstream:
             ) from exc
         return response
 
+    async def call_raw(self, key: BucketKey, operation: str, **params: Any) -> dict[str, Any]:
+        """Any Transfer operation (botocore's snake_case name), its parsed response as is: for
+        the AWS-compatible endpoint, which answers with what AWS answered."""
+        return await self._call(key, operation, **params)
+
     async def stop_server(self, target: Target) -> str:
         response = await self._call(target.bucket, "stop_server", ServerId=target.server_id)
         return str(response.get("ResponseMetadata", {}).get("RequestId", ""))

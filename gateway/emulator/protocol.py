@@ -183,14 +183,27 @@ def caller_of(authorization: str | None) -> tuple[str, str]:
     An access key id of exactly 12 digits is taken as the account, so tests and load generators can
     act as many accounts with nothing but a key id; any other key is the default account.
     """
-    if not authorization:
+    credential = credential_of(authorization)
+    if credential is None:
         return DEFAULT_EMULATOR_ACCOUNT, DEFAULT_REGION
+    key_id, region = credential
+    return account_of_key(key_id) or DEFAULT_EMULATOR_ACCOUNT, region
+
+
+def credential_of(authorization: str | None) -> tuple[str, str] | None:
+    """(access key id, region) of a SigV4 `Authorization` header's credential scope, or None."""
+    if not authorization:
+        return None
     match = _CREDENTIAL_RE.search(authorization)
     if match is None:
-        return DEFAULT_EMULATOR_ACCOUNT, DEFAULT_REGION
+        return None
     key_id, region = match.groups()
-    account = key_id if _ACCOUNT_RE.match(key_id) else DEFAULT_EMULATOR_ACCOUNT
-    return account, region
+    return key_id, region
+
+
+def account_of_key(key_id: str) -> str | None:
+    """The account an access key id names by the 12-digit convention, or None."""
+    return key_id if _ACCOUNT_RE.match(key_id) else None
 
 
 def new_request_id() -> str:

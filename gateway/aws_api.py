@@ -1,0 +1,234 @@
+"""The AWS-compatible face: `POST /` in AWS JSON 1.1, so AWS SDKs and the CLI use the gateway."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+import structlog
+from aiohttp import web
+
+from gateway.calls import BudgetedCaller
+from gateway.domain import BucketKey, Stage, Target
+from gateway.emulator import protocol
+from gateway.emulator.protocol import AwsError
+from gateway.errors import AWS_CODES, ErrorKind, GatewayError, UpstreamError
+from gateway.limiting.base import Priority
+from gateway.observability import Metrics
+from gateway.operations import Core
+from gateway.validation import validate_target
+
+log = structlog.get_logger(__name__)
+
+#: The first AWS code the error table maps to each kind, read backwards: what AWS itself would
+#: have said for that situation. Kinds with no AWS code of their own fall back on their status.
+_AWS_CODE_OF: dict[ErrorKind, str] = {}
+for _code, _kind in AWS_CODES.items():
+    _AWS_CODE_OF.setdefault(_kind, _code)
+
+
+class RawUpstream(Protocol):
+    """The upstream's pass-through call (AioUpstream.call_raw)."""
+
+    async def call_raw(self, key: BucketKey, operation: str, **params: Any) -> dict[str, Any]: ...
+
+
+class AwsApi:
+    """Answers StopServer through the core (budget, single flight, watchers) and DescribeServer
+    and ListServers through the budgeted upstream. The caller's signature is read for its access
+    key id only and never forwarded: upstream calls use the gateway's own credentials."""
+
+    OPERATIONS = ("StopServer", "DescribeServer", "ListServers")
+
+    def __init__(
+        self,
+        core: Core,
+        caller: BudgetedCaller,
+        upstream: RawUpstream,
+        metrics: Metrics,
+        *,
+        access_keys: Mapping[str, str],
+        emulator_mode: bool,
+        max_wait_seconds: float,
+    ) -> None:
+        self._core = core
+        self._caller = caller
+        self._upstream = upstream
+        self._metrics = metrics
+        self._access_keys = dict(access_keys)
+        self._emulator_mode = emulator_mode
+        self._max_wait = max_wait_seconds
+        self._handlers: dict[
+            str, Callable[[Target, dict[str, Any]], Awaitable[tuple[dict[str, Any], str]]]
+        ] = {
+            "StopServer": self._stop_server,
+            "DescribeServer": self._describe_server,
+            "ListServers": self._list_servers,
+        }
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_post("/", self.handle)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        started = time.monotonic()
+        target_header = request.headers.get("X-Amz-Target", "")
+        prefix, _, name = target_header.partition(".")
+        handler = self._handlers.get(name) if prefix == protocol.TARGET_PREFIX else None
+        method = name if handler is not None else "unknown"
+        outcome = "OK"
+        server_id = ""
+        try:
+            if handler is None:
+                raise protocol.unknown_operation(target_header)
+            account, region = self._caller_of(request.headers.get("Authorization"))
+            body = protocol.parse_body(await request.read())
+            server_id = protocol.server_id_of(body) if name != "ListServers" else ""
+            target = self._target(account, region, server_id)
+            payload, request_id = await handler(target, body)
+            return protocol.ok_response(payload, request_id or protocol.new_request_id())
+        except AwsError as exc:
+            outcome = "INVALID_ARGUMENT" if exc.status < 500 else "INTERNAL"
+            return protocol.error_response(exc, protocol.new_request_id())
+        except GatewayError as exc:
+            outcome = exc.kind.grpc_code.name
+            error, request_id = aws_error_for(exc, server_id)
+            return protocol.error_response(error, request_id or protocol.new_request_id())
+        except Exception:
+            outcome = "INTERNAL"
+            request_id = protocol.new_request_id()
+            log.exception("aws.bug", operation=name, request_id=request_id)
+            return protocol.error_response(
+                AwsError("InternalServiceError", f"Gateway error (request {request_id})", 500),
+                request_id,
+            )
+        finally:
+            self._metrics.calls.labels("aws", method, outcome).inc()
+            log.info(
+                "aws.call",
+                operation=method,
+                outcome=outcome,
+                duration=round(time.monotonic() - started, 4),
+            )
+
+    # -- identity -------------------------------------------------------------------------------
+    def _caller_of(self, authorization: str | None) -> tuple[str, str]:
+        """(account, region): the account from the access key id, the region from the scope."""
+        credential = protocol.credential_of(authorization)
+        if credential is None:
+            if self._emulator_mode:
+                return self._core.settings.default_account, self._core.settings.default_region
+            raise AwsError("MissingAuthenticationTokenException", "Missing Authentication Token")
+        key_id, region = credential
+        account = self._access_keys.get(key_id)
+        if account is None and self._emulator_mode:
+            account = protocol.account_of_key(key_id) or self._core.settings.default_account
+        if account is None:
+            raise AwsError(
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            )
+        return account, region
+
+    def _target(self, account: str, region: str, server_id: str) -> Target:
+        try:
+            return validate_target(
+                server_id or "s-00000000000000000",  # ListServers names no server
+                account,
+                region,
+                default_account=self._core.settings.default_account,
+                default_region=self._core.settings.default_region,
+            )
+        except GatewayError as exc:
+            raise AwsError("ValidationException", exc.message) from exc
+
+    # -- operations -----------------------------------------------------------------------------
+    async def _stop_server(
+        self, target: Target, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], str]:
+        # AWS answers StopServer once the stop is accepted, not when the server is OFFLINE: so
+        # does this, at the core's first update past the budget queue. Leaving the stream early
+        # costs nothing: other callers of the same stop keep it, and the server stops either way.
+        deadline = self._core.clock.monotonic() + self._max_wait
+        stream = self._core.stop(target, deadline=deadline)
+        try:
+            async for update in stream:
+                if update.stage is not Stage.WAITING_FOR_BUDGET:
+                    return {}, update.aws_request_id
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        raise GatewayError(ErrorKind.INTERNAL, "the stop ended without an update")
+
+    async def _describe_server(
+        self, target: Target, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], str]:
+        return await self._pass_through(
+            target.bucket, "DescribeServer", "describe_server", {"ServerId": target.server_id}
+        )
+
+    async def _list_servers(
+        self, target: Target, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], str]:
+        limit, token = protocol.paging_of(body, 1000)
+        params: dict[str, Any] = {}
+        if "MaxResults" in body:
+            params["MaxResults"] = limit
+        if token is not None:
+            params["NextToken"] = token
+        return await self._pass_through(target.bucket, "ListServers", "list_servers", params)
+
+    async def _pass_through(
+        self, key: BucketKey, operation: str, method: str, params: dict[str, Any]
+    ) -> tuple[dict[str, Any], str]:
+        deadline = self._core.clock.monotonic() + self._max_wait
+        response, _ = await self._caller.call(
+            key,
+            operation,
+            lambda: self._upstream.call_raw(key, method, **params),
+            priority=Priority.STOP,
+            deadline=deadline,
+        )
+        out = {k: v for k, v in response.items() if k != "ResponseMetadata"}
+        request_id = str(response.get("ResponseMetadata", {}).get("RequestId", ""))
+        # botocore parsed timestamps into datetimes; JSON 1.1 sends epoch seconds.
+        return json.loads(json.dumps(out, default=_epoch_seconds)), request_id
+
+
+def _epoch_seconds(value: object) -> float:
+    if isinstance(value, datetime.datetime):
+        return value.timestamp()
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def aws_error_for(error: GatewayError, server_id: str = "") -> tuple[AwsError, str]:
+    """Our error as AWS would have worded it, and the AWS request id when AWS gave one."""
+    request_id = error.aws_request_id if isinstance(error, UpstreamError) else ""
+    status = error.kind.http_status
+    if status == 429 or error.kind is ErrorKind.DEADLINE_EXCEEDED:
+        # No budget within the wait: the SDKs know to back off and retry on this one.
+        seconds = error.retry_after if error.retry_after is not None else 1.0
+        return protocol.throttling(max(1, math.ceil(seconds))), request_id
+    if error.kind is ErrorKind.SERVER_NOT_FOUND:
+        server_id = server_id or error.metadata.get("server_id", "")
+        not_found = AwsError(
+            "ResourceNotFoundException",
+            error.message,
+            fields={"Resource": server_id, "ResourceType": "Server"} if server_id else {},
+        )
+        return not_found, request_id
+    code = (error.aws_code if isinstance(error, UpstreamError) else "") or _AWS_CODE_OF.get(
+        error.kind, ""
+    )
+    if not code:
+        if status in (401, 403, 404):
+            code = "AccessDeniedException"
+        elif status in (503, 504):
+            code = "ServiceUnavailableException"
+        elif status < 500:
+            code = "InvalidRequestException"
+        else:
+            code = "InternalServiceError"
+    return AwsError(code, error.message, 500 if status >= 500 else 400), request_id
