@@ -1,6 +1,7 @@
 """A benchmark's server in a child process: gateway, emulator alone, or a bare grpc.aio stream.
 
-Run by bench._support.child: `python -m bench._serve MODE JSON`. It makes the servers asked for
+Run by bench._support.child: `python -m bench._serve MODE JSON` (with BENCH_PROFILE=path set,
+the child writes cProfile stats there when it stops). It makes the servers asked for
 directly (before listening, so no quota is spent and nothing is counted), prints one JSON line
 with its ports and server ids, and serves until SIGTERM.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -87,4 +89,12 @@ async def main(mode: str, spec: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], json.loads(sys.argv[2])))
+    profile_to = os.environ.get("BENCH_PROFILE")  # where to write the child's cProfile stats
+    if profile_to:
+        import cProfile
+
+        with cProfile.Profile() as profiler:
+            asyncio.run(main(sys.argv[1], json.loads(sys.argv[2])))
+        profiler.dump_stats(profile_to)
+    else:
+        asyncio.run(main(sys.argv[1], json.loads(sys.argv[2])))
