@@ -208,7 +208,7 @@ class GatewayApp:
             for service in ("", "transfer_gateway.v1.TransferGateway"):
                 await self._health.set(service, NOT_SERVING)
         if self.core is not None:
-            await self.core.close()
+            await self.core.close(grace)
         if self._server is not None:
             await self._server.stop(grace)
         if self._http is not None:

@@ -70,11 +70,12 @@ class HttpApi:
         self._before_scrape = before_scrape
 
     def add_routes(self, app: web.Application) -> None:
-        # aiohttp's default variable pattern `[^{}/]+` backtracks to leave `:stop` to the
-        # literal, so `{serverId}:stop` routes as grpc-gateway's custom verbs do; a stray colon
-        # in the id then reaches validation and gets a 400 naming the field, not a 404.
-        app.router.add_post("/v1/servers/{serverId}:stop", self.stop)
-        app.router.add_get("/v1/servers/{serverId}:watch", self.watch)
+        # `[^/]+` backtracks to leave `:stop` to the literal, so the route reads as
+        # grpc-gateway's custom verbs do; any id (a stray colon, a brace, which aiohttp's
+        # default `[^{}/]+` would turn into a plain-text 404) reaches validation and gets a
+        # JSON 400 naming the field.
+        app.router.add_post("/v1/servers/{serverId:[^/]+}:stop", self.stop)
+        app.router.add_get("/v1/servers/{serverId:[^/]+}:watch", self.watch)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
