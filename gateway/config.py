@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,7 +17,16 @@ DEFAULT_REGION = "us-east-1"
 
 
 class SettingsError(ValueError):
-    """A setting is missing or wrong; the message names the key and the problem."""
+    """A setting is missing or wrong; the message names the key and the problem.
+
+    `key` and `problem` are kept apart so the loader can name the key by its full path in the
+    file (`accounts[1].rate`) rather than by its section alone."""
+
+    def __init__(self, message: str, *, key: str = "", value: object = None, problem: str = ""):
+        super().__init__(message)
+        self.key = key
+        self.value = value
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -58,7 +68,10 @@ class EmulatorSettings:
 def _check(obj: object, key: str, ok: bool, problem: str) -> None:
     if not ok:
         section = type(obj).__name__.removesuffix("Settings").lower()
-        raise SettingsError(f"{section}.{key}={getattr(obj, key)!r}: {problem}")
+        value = getattr(obj, key)
+        raise SettingsError(
+            f"{section}.{key}={value!r}: {problem}", key=key, value=value, problem=problem
+        )
 
 
 def from_mapping(cls: type[_T], values: Mapping[str, Any]) -> _T:
@@ -151,6 +164,140 @@ class CoreSettings:
     watch: WatchSettings = dataclasses.field(default_factory=WatchSettings)
 
 
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}")
+_REGION_NAME = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+#: In a caller's `accounts`: every account.
+ALL_ACCOUNTS = "*"
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    return host in _LOOPBACK or host.startswith("127.")
+
+
+@dataclass(frozen=True)
+class AccountSettings:
+    """One AWS account the gateway acts on, and how it gets there."""
+
+    account_id: str
+    #: Regions the gateway serves for this account; empty: any region.
+    regions: tuple[str, ...] = ()
+    #: Role to assume (STS AssumeRole) from the gateway's own identity; empty: use the gateway's
+    #: own credentials (the default chain) for this account directly.
+    role_arn: str | None = None
+    #: Passed to AssumeRole when the role's trust policy asks for one. A secret of sorts: never
+    #: logged.
+    external_id: str | None = None
+    #: This account's budget per region; empty: core.budget's.
+    rate: float | None = None
+    burst: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self, "account_id", bool(_ACCOUNT.fullmatch(self.account_id)), "must be 12 digits")
+        bad = [r for r in self.regions if not _REGION_NAME.fullmatch(r)]
+        _check(self, "regions", not bad, f"not AWS region names: {bad}")
+        _check(
+            self,
+            "role_arn",
+            self.role_arn is None or bool(_ROLE_ARN.fullmatch(self.role_arn)),
+            "must be an IAM role ARN (arn:aws:iam::<12 digits>:role/<name>)",
+        )
+        _check(
+            self,
+            "external_id",
+            self.external_id is None or self.role_arn is not None,
+            "needs role_arn (it is only sent with AssumeRole)",
+        )
+        _check(self, "rate", self.rate is None or self.rate > 0, "must be > 0")
+        _check(self, "burst", self.burst is None or self.burst >= 1, "must be >= 1")
+
+    def __repr__(self) -> str:
+        # external_id stays out of reprs, and so out of logs and tracebacks.
+        shown = "set" if self.external_id else None
+        return (
+            f"AccountSettings(account_id={self.account_id!r}, regions={self.regions!r}, "
+            f"role_arn={self.role_arn!r}, external_id={shown!r}, rate={self.rate!r}, "
+            f"burst={self.burst!r})"
+        )
+
+
+@dataclass(frozen=True)
+class CallerSettings:
+    """One calling service: who it is, how it proves it, and which accounts it may act on."""
+
+    #: The caller's name (in logs and metrics); a client certificate whose subject CN is this
+    #: name authenticates as this caller when mutual TLS is on.
+    name: str
+    #: SHA-256 (hex) of the caller's bearer token; empty: this caller uses mutual TLS only.
+    token_sha256: str | None = None
+    #: 12-digit accounts this caller may act on, or ["*"] for all.
+    accounts: tuple[str, ...] = (ALL_ACCOUNTS,)
+
+    def __post_init__(self) -> None:
+        _check(self, "name", bool(self.name.strip()), "must not be empty")
+        _check(
+            self,
+            "token_sha256",
+            self.token_sha256 is None or bool(_SHA256_HEX.fullmatch(self.token_sha256)),
+            "must be 64 lower-case hex digits: sha256 of the token, not the token",
+        )
+        bad = [a for a in self.accounts if a != ALL_ACCOUNTS and not _ACCOUNT.fullmatch(a)]
+        _check(self, "accounts", not bad, f'must be 12-digit accounts or "*": {bad}')
+        _check(self, "accounts", bool(self.accounts), 'must not be empty (use ["*"] for all)')
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Who may call. With no callers, anyone who reaches the gateway may call: loopback only."""
+
+    callers: tuple[CallerSettings, ...] = ()
+    #: Listen beyond loopback with no callers configured (anyone on the network may call).
+    allow_unauthenticated: bool = False
+    #: /metrics needs a caller too (health and readiness stay open for probes).
+    metrics_require_auth: bool = False
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.callers]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        _check(self, "callers", not dupes, f"caller names must be unique: {dupes}")
+        hashes = [c.token_sha256 for c in self.callers if c.token_sha256]
+        _check(self, "callers", len(hashes) == len(set(hashes)), "two callers share a token")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.callers)
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """TLS for both faces (gRPC and HTTP) from PEM files; client_ca_file turns on mutual TLS."""
+
+    cert_file: str | None = None
+    key_file: str | None = None
+    #: CA bundle that signs client certificates: set, every client must present one.
+    client_ca_file: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(
+            self,
+            "key_file",
+            (self.cert_file is None) == (self.key_file is None),
+            "cert_file and key_file go together",
+        )
+        _check(
+            self, "client_ca_file", self.client_ca_file is None or self.enabled, "needs cert_file"
+        )
+        for key in ("cert_file", "key_file", "client_ca_file"):
+            path = getattr(self, key)
+            _check(self, key, path is None or os.path.isfile(path), "no such file")
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything `serve` needs, built once by the command line (and later a config file)."""
@@ -180,9 +327,57 @@ class Settings:
     shutdown_grace_seconds: float = 5.0
     core: CoreSettings = dataclasses.field(default_factory=CoreSettings)
     emulator: EmulatorSettings = dataclasses.field(default_factory=EmulatorSettings)
+    #: AWS endpoint override for Transfer and STS (e.g. a standalone emulator); empty: AWS's.
+    endpoint_url: str | None = None
+    #: The accounts the gateway acts on. Empty: in emulator mode any account, with AWS the one
+    #: account of the gateway's own identity (STS GetCallerIdentity).
+    accounts: tuple[AccountSettings, ...] = ()
+    #: Lifetime asked for assumed-role credentials; they are refreshed before they expire.
+    role_session_seconds: int = 3600
+    auth: AuthSettings = dataclasses.field(default_factory=AuthSettings)
+    tls: TlsSettings = dataclasses.field(default_factory=TlsSettings)
+    # -- many replicas (docs/replicas.md) -------------------------------------------------------
+    #: Where the budgets live: "local" (this process; one replica) or "redis" (shared by every
+    #: replica: one budget per account and region, shared throttle feedback, one StopServer per
+    #: server across replicas).
+    limiter: Literal["local", "redis"] = "local"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Prefix of every Redis key (one Redis can serve several gateway deployments).
+    redis_prefix: str = "tg"
+    #: While Redis is unreachable: "fail_closed" refuses upstream calls (UNAVAILABLE, AWS is
+    #: never over-spent) or "degrade" serves from local buckets at rate / expected_replicas.
+    redis_outage: Literal["fail_closed", "degrade"] = "fail_closed"
+    #: Replicas sharing the budget: a degraded replica's share is rate / expected_replicas.
+    expected_replicas: int = 1
+    #: How often Redis is probed (with or without traffic) for health, readiness and recovery.
+    redis_probe_seconds: float = 1.0
+    #: The lease a replica takes on a server's stop; it outlives a replica that dies holding it.
+    stop_lease_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         _check(self, "upstream", self.upstream in ("emulator", "aws"), "must be emulator or aws")
+        _check(self, "limiter", self.limiter in ("local", "redis"), "must be local or redis")
+        _check(
+            self,
+            "redis_url",
+            self.redis_url.split("://", 1)[0] in ("redis", "rediss", "unix"),
+            "must be a redis://, rediss:// or unix:// URL",
+        )
+        _check(
+            self,
+            "redis_prefix",
+            bool(self.redis_prefix) and not set(self.redis_prefix) & set("{}"),
+            "must be non-empty, without braces (they are Redis Cluster hash tags)",
+        )
+        _check(
+            self,
+            "redis_outage",
+            self.redis_outage in ("fail_closed", "degrade"),
+            "must be fail_closed or degrade",
+        )
+        _check(self, "expected_replicas", self.expected_replicas >= 1, "must be >= 1")
+        _check(self, "redis_probe_seconds", self.redis_probe_seconds > 0, "must be > 0")
+        _check(self, "stop_lease_seconds", self.stop_lease_seconds > 0, "must be > 0")
         _check(self, "grpc_port", 0 <= self.grpc_port <= 65535, "must be a TCP port")
         _check(self, "http_port", 0 <= self.http_port <= 65535, "must be a TCP port")
         _check(self, "aws_max_wait_seconds", self.aws_max_wait_seconds >= 0, "must be >= 0")
@@ -194,3 +389,21 @@ class Settings:
             self, "log_format", self.log_format in ("json", "console"), "must be json or console"
         )
         _check(self, "shutdown_grace_seconds", self.shutdown_grace_seconds >= 0, "must be >= 0")
+        ids = [a.account_id for a in self.accounts]
+        dupes = sorted({a for a in ids if ids.count(a) > 1})
+        _check(self, "accounts", not dupes, f"listed twice: {dupes}")
+        # botocore refreshes credentials from 15 minutes before they expire, so a session
+        # shorter than 30 minutes would be refreshed on nearly every call.
+        _check(
+            self, "role_session_seconds", 1800 <= self.role_session_seconds <= 43200, "1800..43200"
+        )
+        # Safe default: with nobody configured to call, only this machine may reach the gateway.
+        if not self.auth.enabled and not self.auth.allow_unauthenticated:
+            for key in ("grpc_host", "http_host"):
+                _check(
+                    self,
+                    key,
+                    is_loopback(getattr(self, key)),
+                    "listening beyond loopback needs auth.callers (or, knowingly,"
+                    " auth.allow_unauthenticated = true)",
+                )

@@ -14,6 +14,7 @@ from grpc_status import rpc_status
 
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
+from gateway.auth import Access, grpc_caller
 from gateway.domain import StateUpdate, Target
 from gateway.errors import ErrorKind, GatewayError
 from gateway.messages import error_to_status, update_to_proto
@@ -42,9 +43,11 @@ _Request = pb.StopServerRequest | pb.WatchServerRequest
 class TransferGatewayService(pb_grpc.TransferGatewayServicer):
     """Each method: validate, run the core's stream, render updates and errors."""
 
-    def __init__(self, core: Core, metrics: Metrics) -> None:
+    def __init__(self, core: Core, metrics: Metrics, access: Access | None = None) -> None:
         self._core = core
         self._metrics = metrics
+        #: Who may call (gateway.auth); None: anyone, on any account (tests of the core alone).
+        self._access = access
 
     async def StopServer(
         self,
@@ -82,6 +85,11 @@ class TransferGatewayService(pb_grpc.TransferGatewayServicer):
         self._metrics.open_streams.labels("grpc").inc()
         log.info("call.start", **fields)
         try:
+            # Who calls first (an anonymous caller learns nothing, not even field rules), then
+            # what; may they act on it is settled before the core spends any budget.
+            caller = grpc_caller(self._access, context) if self._access else None
+            if caller is not None:
+                fields["caller"] = caller.name
             target: Target = validate_target(
                 request.server_id,
                 request.account_id,
@@ -90,6 +98,8 @@ class TransferGatewayService(pb_grpc.TransferGatewayServicer):
                 default_region=self._core.settings.default_region,
             )
             fields.update(account=target.account_id, region=target.region)
+            if self._access is not None and caller is not None:
+                self._access.authorize(caller, target)
             remaining = context.time_remaining()
             deadline = None if remaining is None else self._core.clock.monotonic() + remaining
             async for update in operation(target, deadline=deadline):

@@ -62,6 +62,11 @@ class ClientSettings:
 CredentialsFor = Callable[[BucketKey], tuple[str, str, str | None] | None]
 
 
+#: The aiobotocore session whose credentials act on an account (an assumed role), or None for
+#: the upstream's own session (see gateway.credentials.AccountSessions).
+SessionFor = Callable[[str], AioSession | None]
+
+
 def emulator_credentials(key: BucketKey) -> tuple[str, str, str | None]:
     """Credentials the emulator reads as `key.account_id` (its 12-digit access key convention)."""
     return (key.account_id, "emulator-secret", None)
@@ -77,9 +82,11 @@ class AioUpstream:
         settings: ClientSettings,
         credentials_for: CredentialsFor | None = None,
         session: AioSession | None = None,
+        session_for: SessionFor | None = None,
     ) -> None:
         self._settings = settings
         self._credentials_for = credentials_for
+        self._session_for = session_for
         self._session = session or get_session()
         self._clients: dict[BucketKey, asyncio.Future[Any]] = {}
         self._exit = contextlib.AsyncExitStack()
@@ -96,16 +103,18 @@ class AioUpstream:
             # Single flight for client creation: concurrent first calls share one client.
             fut = self._clients[key] = asyncio.get_running_loop().create_future()
             try:
-                creds = self._credentials_for(key) if self._credentials_for else None
+                session = self._session_for(key.account_id) if self._session_for else None
+                # An account's own session carries its (refreshable) role credentials.
+                creds = None if session else self._credentials_for and self._credentials_for(key)
                 kwargs: dict[str, Any] = {}
-                if creds is not None:
+                if creds:
                     kwargs = {
                         "aws_access_key_id": creds[0],
                         "aws_secret_access_key": creds[1],
                         "aws_session_token": creds[2],
                     }
                 client = await self._exit.enter_async_context(
-                    self._session.create_client(
+                    (session or self._session).create_client(
                         "transfer",
                         region_name=key.region,
                         endpoint_url=self._settings.endpoint_url,

@@ -8,6 +8,7 @@ import logging
 import random
 import signal
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -17,12 +18,17 @@ from gateway.config import DEFAULT_EMULATOR_ACCOUNT, DEFAULT_REGION, EmulatorSet
 from gateway.emulator import protocol
 from gateway.emulator.protocol import AwsError
 from gateway.emulator.state import Behaviour, ServerStore, described, listed
+from gateway.emulator.sts import Sts
 from gateway.emulator.throttling import Quotas
 
 log = logging.getLogger(__name__)
 
 STATS_PATH: Final = "/_emulator/stats"
 RESET_PATH: Final = "/_emulator/reset"
+#: Every call's time and outcome, for tests that check rates across processes (read-only).
+CALLS_PATH: Final = "/_emulator/calls"
+#: The call log keeps the latest calls only: memory stays bounded under a long load test.
+CALL_LOG_SIZE: Final = 200_000
 #: ListServers' page size when the caller sends no MaxResults.
 DEFAULT_PAGE_SIZE: Final = 1000
 
@@ -68,7 +74,11 @@ class Emulator:
             self._rng,
         )
         self._quotas = Quotas(settings.quota_rate, settings.quota_burst, clock)
+        #: STS (AssumeRole, GetCallerIdentity): sessions it issues sign calls as their account.
+        self.sts = Sts()
         self._stats: dict[tuple[str, str, str], OpStats] = {}
+        #: (clock time, account, region, operation, outcome) of the latest calls.
+        self._call_log: deque[tuple[float, str, str, str, str]] = deque(maxlen=CALL_LOG_SIZE)
         self._operations: dict[str, _Operation] = {
             "CreateServer": self._create_server,
             "DescribeServer": self._describe_server,
@@ -85,6 +95,7 @@ class Emulator:
         self.app.router.add_post("/", self._handle_aws)
         self.app.router.add_get(STATS_PATH, self._handle_stats)
         self.app.router.add_post(RESET_PATH, self._handle_reset)
+        self.app.router.add_get(CALLS_PATH, self._handle_calls)
         self.app.router.add_route("*", "/", self._handle_wrong_method)
         self.app.router.add_route("*", "/{tail:.*}", self._handle_unknown_path)
 
@@ -160,8 +171,19 @@ class Emulator:
         }
 
     def reset_stats(self) -> None:
-        """Zero every counter; servers and quota buckets stay as they are."""
+        """Zero every counter and empty the call log; servers and quota buckets stay."""
         self._stats.clear()
+        self._call_log.clear()
+
+    def call_log(self, operation: str | None = None) -> list[dict[str, Any]]:
+        """The latest calls (oldest first), of one operation or all: `at` is the emulator's
+        clock (seconds, monotonic), `outcome` is ok, throttled or fault (a 4xx answer such as
+        ResourceNotFound is ok here: the quota was spent and the service acted)."""
+        return [
+            {"at": at, "account": a, "region": r, "operation": op, "outcome": outcome}
+            for at, a, r, op, outcome in self._call_log
+            if operation in (None, op)
+        ]
 
     def calls(self, operation: str, account: str | None = None, region: str | None = None) -> int:
         """Calls received for `operation`, optionally of one account and/or region."""
@@ -182,6 +204,8 @@ class Emulator:
     # ---- HTTP ----------------------------------------------------------------------------
 
     async def _handle_aws(self, request: web.Request) -> web.Response:
+        if Sts.is_query_call(request):
+            return await self.sts.handle(request)
         request_id = protocol.new_request_id()
         target = request.headers.get("X-Amz-Target", "")
         prefix, _, name = target.partition(".")
@@ -189,6 +213,10 @@ class Emulator:
         if operation is None:
             return protocol.error_response(protocol.unknown_operation(target), request_id)
         account, region = protocol.caller_of(request.headers.get("Authorization"))
+        try:
+            account = self.sts.account_of(request.headers.get("Authorization")) or account
+        except AwsError as exc:
+            return protocol.error_response(exc, request_id)
         key = (account, region, name)
         counters = self._stats.get(key)
         if counters is None:
@@ -201,15 +229,18 @@ class Emulator:
         retry_after = self._quotas.retry_after(key)
         if retry_after:
             counters.throttled += 1
+            self._call_log.append((self._clock(), account, region, name, "throttled"))
             return protocol.error_response(protocol.throttling(retry_after), request_id)
         if self.settings.fault_rate and self._rng.random() < self.settings.fault_rate:
             counters.faults += 1
+            self._call_log.append((self._clock(), account, region, name, "fault"))
             fault = (
                 protocol.internal_service_error()
                 if self._rng.random() < 0.5
                 else protocol.service_unavailable()
             )
             return protocol.error_response(fault, request_id)
+        self._call_log.append((self._clock(), account, region, name, "ok"))
         try:
             try:
                 raw = await request.read()
@@ -244,13 +275,16 @@ class Emulator:
         error = AwsError(
             "UnknownOperationException",
             f"No route for {request.method} {request.path}: AWS calls are POST /, see "
-            f"GET {STATS_PATH} and POST {RESET_PATH} for the emulator's own",
+            f"GET {STATS_PATH}, GET {CALLS_PATH} and POST {RESET_PATH} for the emulator's own",
             status=404,
         )
         return protocol.error_response(error, protocol.new_request_id())
 
     async def _handle_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())
+
+    async def _handle_calls(self, request: web.Request) -> web.Response:
+        return web.json_response({"calls": self.call_log(request.query.get("operation"))})
 
     async def _handle_reset(self, request: web.Request) -> web.Response:
         self.reset_stats()
