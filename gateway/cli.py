@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=4566,
         help="emulator port for AWS clients (default: %(default)s)",
     )
+    serve.add_argument(
+        "--http-host", default=Settings.http_host, help="HTTP address (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--http-port", type=int, default=Settings.http_port, help="HTTP port (default: %(default)s)"
+    )
     serve.add_argument("--log-format", choices=("json", "console"), default="json")
     serve.add_argument("--log-level", default="info")
     add_emulator_flags(serve, prefix="emulator-")
@@ -152,6 +158,8 @@ def _serve_settings(args: argparse.Namespace) -> Settings:
         demo_servers=args.demo_servers,
         log_format=args.log_format,
         log_level=args.log_level,
+        http_host=args.http_host,
+        http_port=args.http_port,
         core=core,
         emulator=emulator,
     )
@@ -165,7 +173,11 @@ async def _serve(settings: Settings) -> int:
     app = GatewayApp(settings)
     await app.start()
     where = f"{settings.grpc_host}:{app.grpc_port}"
-    print(f"transfer-gateway listening: grpc={where} upstream={settings.upstream}", flush=True)
+    print(
+        f"transfer-gateway listening: grpc={where} http={settings.http_host}:{app.http_port}"
+        f" upstream={settings.upstream}",
+        flush=True,
+    )
     if app.emulator is not None:
         print(f"embedded emulator for AWS clients: {app.emulator.url}", flush=True)
         for server_id in app.demo_server_ids:
@@ -173,6 +185,11 @@ async def _serve(settings: Settings) -> int:
         if app.demo_server_ids:
             print(
                 f"try: .venv/bin/transfer-gateway stop {app.demo_server_ids[0]} --target {where}",
+                flush=True,
+            )
+            print(
+                f"try: curl -N -X POST http://{settings.http_host}:{app.http_port}"
+                f"/v1/servers/{app.demo_server_ids[0]}:stop",
                 flush=True,
             )
     await app.run_until_signal()
