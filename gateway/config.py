@@ -311,8 +311,9 @@ class Settings:
     #: on. In emulator mode a 12-digit key id that is not listed is taken as the account (the
     #: emulator's convention); otherwise an unlisted key is refused.
     access_keys: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    #: Longest the AWS-compatible endpoint waits for budget before it answers
-    #: ThrottlingException with RetryAfterSeconds (which the AWS SDKs honour).
+    #: Longest the AWS-compatible endpoint waits for a call to be accepted (the budget wait and
+    #: the upstream call) before it answers ThrottlingException with RetryAfterSeconds (which
+    #: the AWS SDKs honour).
     aws_max_wait_seconds: float = 5.0
     #: "emulator": the embedded emulator (default, no AWS needed); "aws": AWS's endpoints with
     #: the default credential chain.

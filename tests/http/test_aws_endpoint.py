@@ -107,7 +107,8 @@ class TestBoto3:
     ) -> None:
         """When the account's budget cannot be had within aws_max_wait_seconds, the answer is
         ThrottlingException with RetryAfterSeconds, and no StopServer reaches AWS."""
-        app = await gateway_factory(budget={"rate": 0.2, "burst": 1}, aws_max_wait_seconds=0.5)
+        # One token, then one every 10 s: the first stop fits the 2 s wait, the second cannot.
+        app = await gateway_factory(budget={"rate": 0.1, "burst": 1}, aws_max_wait_seconds=2)
         assert app.emulator is not None
         first, second = app.emulator.create_servers(2)
         client = _client(app)
@@ -115,7 +116,7 @@ class TestBoto3:
         with pytest.raises(ClientError) as caught:
             await asyncio.to_thread(client.stop_server, ServerId=second)
         assert _error(caught.value)["Code"] == "ThrottlingException"
-        assert 1 <= int(caught.value.response["RetryAfterSeconds"]) <= 6
+        assert 2 <= int(caught.value.response["RetryAfterSeconds"]) <= 11
         assert app.emulator.calls("StopServer") == 1
 
     async def test_concurrent_aws_and_http_stops_share_one_upstream_stop(
