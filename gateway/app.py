@@ -10,6 +10,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 import grpc
+import redis.asyncio
 import structlog
 from aiohttp import web
 
@@ -17,6 +18,7 @@ from gateway.aws_api import AwsApi
 from gateway.calls import BudgetedCaller
 from gateway.clock import Clock, SystemClock
 from gateway.config import Settings
+from gateway.coordination import LocalStopLock, RedisStopLock, StopLock
 from gateway.domain import BucketKey
 from gateway.emulator.server import Emulator
 from gateway.grpc_api import (
@@ -27,7 +29,8 @@ from gateway.grpc_api import (
     add_services,
 )
 from gateway.http_api import HttpApi, Readiness
-from gateway.limiting import LocalBuckets, QueuedLimiter
+from gateway.limiting import Bucket, FallbackBuckets, LocalBuckets, QueuedLimiter, RedisBuckets
+from gateway.limiting.redis import fail_fast_client
 from gateway.observability import Metrics
 from gateway.operations import Core
 from gateway.upstream import AioUpstream, ClientSettings, emulator_credentials
@@ -63,8 +66,18 @@ class GatewayApp:
         self._stopped = asyncio.Event()
         core_settings = settings.core
         budget = core_settings.budget
+        #: With limiter = "redis": the client (shared by buckets and stop lock), the buckets
+        #: that survive its outages, and the task that probes it (see _watch_budget_store).
+        self.redis: redis.asyncio.Redis | None = None
+        self.budget_store: FallbackBuckets | None = None
+        self.stop_lock: StopLock = LocalStopLock()
+        self._store_watch: asyncio.Task[None] | None = None
+        self._serving_status: int | None = None
+        buckets: Bucket = LocalBuckets(self.clock)
+        if settings.limiter == "redis":
+            buckets = self._redis_buckets()
         self.limiter = QueuedLimiter(
-            LocalBuckets(self.clock),
+            buckets,
             lambda _key: (budget.rate, budget.burst),
             self.clock,
             max_queue=budget.max_queue,
@@ -77,13 +90,15 @@ class GatewayApp:
 
     async def start(self) -> None:
         s = self.settings
-        endpoint_url: str | None = None
+        endpoint_url: str | None = s.endpoint_url
         credentials = None
         if s.upstream == "emulator":
+            credentials = emulator_credentials
+        if s.upstream == "emulator" and endpoint_url is None:
+            # An endpoint given (a standalone emulator shared by replicas): nothing embedded.
             self.emulator = Emulator(s.emulator)
             await self.emulator.start()
             endpoint_url = self.emulator.url
-            credentials = emulator_credentials
             if s.demo_servers:
                 self.demo_server_ids = self.emulator.create_servers(
                     s.demo_servers, account=s.core.default_account, region=s.core.default_region
@@ -98,16 +113,23 @@ class GatewayApp:
             self.upstream,
             self.clock,
             on_budget_wait=self.metrics.budget_wait.observe,
+            stop_lock=self.stop_lock,
         )
         self.ready_checks.setdefault("upstream", self._upstream_reachable(endpoint_url))
+        if self.budget_store is not None:
+            self.ready_checks.setdefault("limiter", self._budget_store_check(self.budget_store))
         await self._start_http(self.core, self.upstream)
         self._server = grpc.aio.server(options=SERVER_OPTIONS)
         self._health = add_services(self._server, TransferGatewayService(self.core, self.metrics))
         self.grpc_port = self._server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
         await self._server.start()
-        await self._health.set("", SERVING)
-        await self._health.set("transfer_gateway.v1.TransferGateway", SERVING)
         self.phase = "serving"
+        if self.budget_store is not None:
+            await self.budget_store.probe()
+            self._store_watch = asyncio.create_task(
+                self._watch_budget_store(self.budget_store), name="budget-store probe"
+            )
+        await self._show_limiter_state()
         log.info(
             "gateway.started",
             grpc=f"{s.grpc_host}:{self.grpc_port}",
@@ -118,7 +140,73 @@ class GatewayApp:
             default_region=s.core.default_region,
             rate=s.core.budget.rate,
             burst=s.core.budget.burst,
+            limiter=s.limiter,
+            redis_outage=s.redis_outage if s.limiter == "redis" else None,
         )
+
+    def _redis_buckets(self) -> FallbackBuckets:
+        """Buckets in Redis, shared by every replica, behind the outage mode of the settings;
+        the stop lock on the same client (one connection pool for both)."""
+        s = self.settings
+        self.redis = fail_fast_client(s.redis_url)
+        self.stop_lock = RedisStopLock(
+            self.redis, prefix=s.redis_prefix, lease_seconds=s.stop_lease_seconds
+        )
+        self.budget_store = FallbackBuckets(
+            RedisBuckets(self.redis, prefix=s.redis_prefix),
+            LocalBuckets(self.clock),
+            mode=s.redis_outage,
+            replicas=s.expected_replicas,
+            clock=self.clock,
+            retry_interval=s.redis_probe_seconds,
+        )
+        return self.budget_store
+
+    def _budget_store_check(self, store: FallbackBuckets) -> ReadyCheck:
+        """Not ready while failing closed: every stop would answer UNAVAILABLE. A degraded
+        replica still serves (at its share), so it stays ready; metrics show it degraded."""
+
+        async def check() -> str | None:
+            await store.probe()
+            if store.state == "failing_closed":
+                return f"redis unreachable (redis_outage = fail_closed): {store.last_error}"
+            return None
+
+        return check
+
+    async def _watch_budget_store(self, store: FallbackBuckets) -> None:
+        """Probe the store every redis_probe_seconds, traffic or not: gRPC health and metrics
+        follow an outage and the recovery by themselves."""
+        while True:
+            await self.clock.sleep(self.settings.redis_probe_seconds)
+            try:
+                await store.probe()
+            except Exception:  # a bug in probing must not end the probing
+                log.exception("limiter.probe_crashed")
+            await self._show_limiter_state()
+
+    def limiter_state(self) -> dict[str, str]:
+        """The limiter for /readyz, health and logs: backend, outage mode, state, last error."""
+        store = self.budget_store
+        if store is None:
+            return {"backend": "local", "state": "ok"}
+        shown = {"backend": "redis", "mode": store.mode, "state": store.state}
+        if store.state != "ok":
+            shown["error"] = store.last_error
+        return shown
+
+    async def _show_limiter_state(self) -> None:
+        """Metrics, and gRPC health: NOT_SERVING while failing closed (a load balancer then
+        sends callers to a replica that can serve them), SERVING otherwise."""
+        state = self.limiter_state()
+        self.metrics.set_limiter_state(state["backend"], state["state"])
+        if self.phase != "serving" or self._server is None:
+            return
+        status = NOT_SERVING if state["state"] == "failing_closed" else SERVING
+        if status != self._serving_status:
+            self._serving_status = status
+            for service in ("", "transfer_gateway.v1.TransferGateway"):
+                await self._health.set(service, status)
 
     async def _start_http(self, core: Core, upstream: AioUpstream) -> None:
         s = self.settings
@@ -203,6 +291,10 @@ class GatewayApp:
         """Drain: health NOT_SERVING, open streams end SHUTTING_DOWN, then close everything."""
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         self.phase = "draining"
+        if self._store_watch is not None:
+            self._store_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._store_watch
         if self._server is not None:
             await self._health.enter_graceful_shutdown()
             for service in ("", "transfer_gateway.v1.TransferGateway"):
@@ -214,6 +306,9 @@ class GatewayApp:
         if self._http is not None:
             await self._http.cleanup()
         await self.limiter.close()
+        await self.stop_lock.close()
+        if self.redis is not None:
+            await self.redis.aclose()
         if self.upstream is not None:
             await self.upstream.close()
         if self.emulator is not None:

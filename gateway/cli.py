@@ -121,6 +121,42 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--http-port", type=int, default=Settings.http_port, help="HTTP port (default: %(default)s)"
     )
+    serve.add_argument(
+        "--upstream-endpoint",
+        default=None,
+        metavar="URL",
+        help="a Transfer endpoint to call instead of AWS's or the embedded emulator's, e.g. a"
+        " standalone `transfer-gateway emulator` (with --upstream emulator: emulator credentials)",
+    )
+    serve.add_argument(
+        "--limiter",
+        choices=("local", "redis"),
+        default=Settings.limiter,
+        help="where budgets live: this process, or Redis shared by replicas (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--redis-url",
+        default=Settings.redis_url,
+        help="Redis for --limiter redis (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--redis-prefix",
+        default=Settings.redis_prefix,
+        help="Redis key prefix (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--redis-outage",
+        choices=("fail_closed", "degrade"),
+        default=Settings.redis_outage,
+        help="while Redis is down: refuse upstream calls, or serve at rate / --expected-replicas"
+        " (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--expected-replicas",
+        type=int,
+        default=Settings.expected_replicas,
+        help="replicas sharing the budget (a degraded replica's share) (default: %(default)s)",
+    )
     serve.add_argument("--log-format", choices=("json", "console"), default="json")
     serve.add_argument("--log-level", default="info")
     add_emulator_flags(serve, prefix="emulator-")
@@ -160,6 +196,12 @@ def _serve_settings(args: argparse.Namespace) -> Settings:
         log_level=args.log_level,
         http_host=args.http_host,
         http_port=args.http_port,
+        endpoint_url=args.upstream_endpoint,
+        limiter=args.limiter,
+        redis_url=args.redis_url,
+        redis_prefix=args.redis_prefix,
+        redis_outage=args.redis_outage,
+        expected_replicas=args.expected_replicas,
         core=core,
         emulator=emulator,
     )
@@ -175,7 +217,7 @@ async def _serve(settings: Settings) -> int:
     where = f"{settings.grpc_host}:{app.grpc_port}"
     print(
         f"transfer-gateway listening: grpc={where} http={settings.http_host}:{app.http_port}"
-        f" upstream={settings.upstream}",
+        f" upstream={settings.upstream} limiter={settings.limiter}",
         flush=True,
     )
     if app.emulator is not None:

@@ -84,6 +84,20 @@ class Metrics:
             "transfer_gateway_watched_servers", "Servers being watched now.", registry=r
         )
 
+        self.limiter_state = Gauge(
+            "transfer_gateway_limiter_state",
+            "The limiter's budget store, one-hot by state: ok; degraded (Redis unreachable, local"
+            " buckets at this replica's share); failing_closed (Redis unreachable, upstream calls"
+            " refused).",
+            ["backend", "state"],
+            registry=r,
+        )
+
+    def set_limiter_state(self, backend: str, state: str) -> None:
+        """The limiter's backend ("local" or "redis") and its state (see StoreState)."""
+        for known in ("ok", "degraded", "failing_closed"):
+            self.limiter_state.labels(backend, known).set(1.0 if known == state else 0.0)
+
     def upstream_attempt(self, operation: str, outcome: str) -> None:
         self.upstream_calls.labels(operation, outcome).inc()
 

@@ -1,0 +1,137 @@
+"""Replicas in one test process over one emulator and one Redis: shared budget, feedback, stops."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import pytest
+import redis.asyncio
+
+from gateway.app import GatewayApp
+from gateway.coordination import RedisStopLock
+from gateway.domain import BucketKey, Target
+from gateway.emulator.server import Emulator
+from tests.e2e.conftest import FAST_EMULATOR, error_info, make_settings, states
+from tests.replicas.conftest import REDIS_URL
+from tests.replicas.support import eventually, stop_via
+
+pytestmark = pytest.mark.redis
+
+ACCOUNT = "000000000000"
+Replicas = Callable[..., Awaitable[list[GatewayApp]]]
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[Emulator]:
+    """The one upstream every replica calls (fast transitions, a generous quota)."""
+    emulator = Emulator(FAST_EMULATOR)
+    await emulator.start(port=0)
+    yield emulator
+    await emulator.close()
+
+
+@pytest.fixture
+async def replicas(emulator: Emulator, prefix: str) -> AsyncIterator[Replicas]:
+    """Start `n` gateways on the emulator with the Redis limiter under the test's prefix."""
+    apps: list[GatewayApp] = []
+
+    async def start(n: int, **kwargs: Any) -> list[GatewayApp]:
+        for _ in range(n):
+            settings = make_settings(
+                endpoint_url=emulator.url,
+                limiter="redis",
+                redis_url=REDIS_URL,
+                redis_prefix=prefix,
+                **kwargs,
+            )
+            app = GatewayApp(settings)
+            apps.append(app)
+            await app.start()
+        return apps[-n:]
+
+    yield start
+    for app in apps:
+        await app.stop(grace=0)
+
+
+class TestSharedSingleFlight:
+    """Only one replica sends a server's StopServer; the others stream the same stop."""
+
+    async def test_three_replicas_one_stop_call(
+        self, emulator: Emulator, replicas: Replicas
+    ) -> None:
+        """The same server stopped through three replicas at once: every caller ends OK at
+        OFFLINE, and the emulator received exactly one StopServer."""
+        apps = await replicas(3)
+        (server_id,) = emulator.create_servers(1)
+        results = await asyncio.gather(*(stop_via(app, server_id) for app in apps))
+        for updates, error in results:
+            assert error is None
+            assert states(updates)[-1] == "OFFLINE"
+            assert updates[-1].terminal
+        assert emulator.calls("StopServer") == 1
+        assert emulator.server_state(server_id) == "OFFLINE"
+
+    async def test_follower_takes_over_a_dead_holders_lease(
+        self, emulator: Emulator, replicas: Replicas, redis_client: redis.asyncio.Redis, prefix: str
+    ) -> None:
+        """A lease held by a replica that died (it never calls, never releases) delays the stop
+        until the lease expires; then a follower takes it over, sends the one StopServer and
+        its caller ends OK."""
+        (app,) = await replicas(1)
+        (server_id,) = emulator.create_servers(1)
+        lease = RedisStopLock(redis_client, prefix=prefix).key_for(
+            Target(ACCOUNT, "us-east-1", server_id)
+        )
+        await redis_client.set(lease, "a-dead-replica", px=700)
+        leased_at = time.monotonic()  # the emulator's clock too (same process)
+        updates, error = await stop_via(app, server_id)
+        assert error is None
+        assert states(updates)[-1] == "OFFLINE"
+        (call,) = emulator.call_log("StopServer")
+        assert call["at"] >= leased_at + 0.65  # not before the dead holder's lease ran out
+
+
+class TestSharedBudget:
+    """All replicas pay from one bucket per account and region."""
+
+    async def test_one_replica_spends_the_others_budget(
+        self, emulator: Emulator, replicas: Replicas
+    ) -> None:
+        """Rate 0.5/s, burst 2: two stops through replica A spend the burst, so a stop through
+        replica B with 0.3 s to spare is refused at once (RESOURCE_EXHAUSTED: the next token
+        is 2 s away), where a replica with a bucket of its own would have had two tokens."""
+        a, b = await replicas(2, budget={"rate": 0.5, "burst": 2})
+        first, second, third = emulator.create_servers(3)
+        on_a = asyncio.gather(stop_via(a, first), stop_via(a, second))
+
+        async def both_sent() -> bool:
+            return emulator.calls("StopServer") == 2
+
+        await eventually(both_sent)
+        _, error = await stop_via(b, third, deadline=0.3)
+        assert error is not None
+        assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error_info(error).reason == "BUDGET_EXHAUSTED"
+        assert [e for _, e in await on_a] == [None, None]
+
+
+class TestSharedThrottleFeedback:
+    """A ThrottlingException seen by one replica slows the account on every replica."""
+
+    async def test_throttle_on_a_slows_b(self, emulator: Emulator, replicas: Replicas) -> None:
+        """The emulator's StopServer quota (1/s, burst 1) is below the gateway's budget, so
+        three stops through A get throttled: B's view of the account's rate factor drops
+        below 1, though B made no call at all; every stop still ends OK."""
+        emulator._quotas = type(emulator._quotas)(1.0, 1, time.monotonic)
+        a, b = await replicas(2)
+        ids = emulator.create_servers(3)
+        results = await asyncio.gather(*(stop_via(a, server_id) for server_id in ids))
+        assert all(error is None for _, error in results)
+        assert emulator.throttled("StopServer") >= 1
+        status = await b.limiter.status(BucketKey(ACCOUNT, "us-east-1"))
+        assert status.rate_factor < 1.0
