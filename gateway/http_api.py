@@ -75,7 +75,8 @@ class HttpApi:
         # default `[^{}/]+` would turn into a plain-text 404) reaches validation and gets a
         # JSON 400 naming the field.
         app.router.add_post("/v1/servers/{serverId:[^/]+}:stop", self.stop)
-        app.router.add_get("/v1/servers/{serverId:[^/]+}:watch", self.watch)
+        # No HEAD: it would hold a watch open for a body nobody reads.
+        app.router.add_get("/v1/servers/{serverId:[^/]+}:watch", self.watch, allow_head=False)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
@@ -275,9 +276,17 @@ async def _read_json_body(request: web.Request) -> dict[str, str]:
     `acountId` would otherwise stop a server in the default account."""
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise InvalidArgument([FieldViolation("body", f"must be at most {MAX_BODY_BYTES} bytes")])
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
-        raise InvalidArgument([FieldViolation("body", f"must be at most {MAX_BODY_BYTES} bytes")])
+    # A chunked body has no length up front: read to the end, but never past the cap.
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(4096):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise InvalidArgument(
+                [FieldViolation("body", f"must be at most {MAX_BODY_BYTES} bytes")]
+            )
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw.strip():
         return {}
     try:

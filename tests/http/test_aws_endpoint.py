@@ -54,6 +54,8 @@ class TestBoto3:
         assert set(response) == {"ResponseMetadata"}
         assert gateway.emulator.server_state(server_id) in ("STOPPING", "OFFLINE")
         assert gateway.emulator.calls("StopServer") == 1
+        answered = gateway.metrics.calls.labels("aws", "StopServer", "OK")._value.get()
+        assert answered == 1  # /metrics counts the AWS face as transport "aws"
 
     async def test_describe_and_list_answer_what_aws_answered(self, gateway: GatewayApp) -> None:
         """DescribeServer and ListServers pass through the budget to AWS and back unchanged."""

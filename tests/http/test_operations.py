@@ -8,7 +8,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import GatewayApp
-from tests.e2e.conftest import GatewayFactory
+from tests.e2e.conftest import GatewayFactory, make_settings
 from tests.http.conftest import base_url, ndjson_lines, next_line, reason_of, wait_until
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]
@@ -37,6 +37,13 @@ class TestProbes:
         async with client.get(f"{base_url(gateway)}/healthz") as response:
             assert response.status == 200
             assert (await response.json())["status"] == "ok"
+
+    async def test_not_ready_before_start(self) -> None:
+        """Until start() has every face listening, readiness says "starting"."""
+        app = GatewayApp(make_settings())
+        readiness = await app.readiness()
+        assert not readiness.ready
+        assert readiness.checks["phase"] == "starting"
 
     async def test_readyz_is_200_with_every_check_ok(
         self, gateway: GatewayApp, client: aiohttp.ClientSession

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -306,16 +308,55 @@ class TestErrorsBeforeTheFirstByte:
             assert reason_of(await response.json()) == "SHUTTING_DOWN"
 
 
+class TestBodies:
+    async def test_a_body_sent_in_pieces_is_read_whole(
+        self, gateway: GatewayApp, client: aiohttp.ClientSession
+    ) -> None:
+        """A chunked body that arrives in several pieces is read to its end, not cut at the
+        first piece (the stop lands in the account the body names)."""
+        assert gateway.emulator is not None
+        (server_id,) = gateway.emulator.create_servers(1, account=OTHER)
+        body = json.dumps({"accountId": OTHER, "region": "us-east-1"}).encode()
+
+        async def pieces() -> AsyncIterator[bytes]:
+            for i in range(0, len(body), 5):
+                yield body[i : i + 5]
+                await asyncio.sleep(0)  # separate writes on the wire
+
+        async with client.post(
+            f"{base_url(gateway)}/v1/servers/{server_id}:stop", data=pieces()
+        ) as response:
+            assert response.status == 200
+            lines = await ndjson_lines(response)
+        assert lines[-1]["result"]["accountId"] == OTHER
+        assert gateway.emulator.calls("StopServer", account=OTHER) == 1
+
+    async def test_an_oversized_body_is_a_400_naming_the_body(
+        self, gateway: GatewayApp, client: aiohttp.ClientSession
+    ) -> None:
+        """A body past 16 KiB is refused with a 400 naming `body`, before anything is spent."""
+        assert gateway.emulator is not None
+        async with client.post(
+            f"{base_url(gateway)}/v1/servers/{UNKNOWN}:stop", data=b" " * (17 * 1024)
+        ) as response:
+            assert response.status == 400
+            violations = detail_of(await response.json(), "BadRequest")["fieldViolations"]
+        assert violations[0]["field"] == "body"
+        assert gateway.emulator.calls("StopServer") == 0
+
+
 class TestRouting:
     async def test_wrong_method_on_a_verb_route_is_405(
         self, gateway: GatewayApp, client: aiohttp.ClientSession
     ) -> None:
-        """`:stop` is POST only and `:watch` GET only."""
+        """`:stop` is POST only and `:watch` GET only (not even HEAD)."""
         url = base_url(gateway)
         async with client.get(f"{url}/v1/servers/{UNKNOWN}:stop") as response:
             assert response.status == 405
         async with client.post(f"{url}/v1/servers/{UNKNOWN}:watch") as response:
             assert response.status == 405
+        async with client.head(f"{url}/v1/servers/{UNKNOWN}:watch") as response:
+            assert response.status == 405  # a HEAD would hold a watch for nobody
 
     @pytest.mark.parametrize("server_id", ["s-1:x", "s-{1}", "%7B"])
     async def test_an_odd_id_is_a_json_400_not_a_404(
