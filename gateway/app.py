@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Literal
@@ -12,13 +13,17 @@ from urllib.parse import urlsplit
 import grpc
 import redis.asyncio
 import structlog
+from aiobotocore.session import get_session
 from aiohttp import web
 
+from gateway.accounts import Accounts
+from gateway.auth import Access, grpc_server_credentials, http_auth_middleware, server_ssl_context
 from gateway.aws_api import AwsApi
 from gateway.calls import BudgetedCaller
 from gateway.clock import Clock, SystemClock
-from gateway.config import Settings
+from gateway.config import AccountSettings, CoreSettings, Settings
 from gateway.coordination import LocalStopLock, RedisStopLock, StopLock
+from gateway.credentials import EMULATOR_BASE_CREDENTIALS, AccountSessions
 from gateway.domain import BucketKey
 from gateway.emulator.server import Emulator
 from gateway.grpc_api import (
@@ -28,7 +33,7 @@ from gateway.grpc_api import (
     TransferGatewayService,
     add_services,
 )
-from gateway.http_api import HttpApi, Readiness
+from gateway.http_api import HttpApi, Readiness, error_response
 from gateway.limiting import Bucket, FallbackBuckets, LocalBuckets, QueuedLimiter, RedisBuckets
 from gateway.limiting.redis import fail_fast_client
 from gateway.observability import Metrics
@@ -66,6 +71,10 @@ class GatewayApp:
         self._stopped = asyncio.Event()
         core_settings = settings.core
         budget = core_settings.budget
+        #: The accounts served; in emulator mode with none listed, any account (as always).
+        self.accounts = Accounts(settings.accounts, budget, open=settings.upstream == "emulator")
+        self.access = Access(settings.auth, self.accounts, mtls=bool(settings.tls.client_ca_file))
+        self.sessions: AccountSessions | None = None
         #: With limiter = "redis": the client (shared by buckets and stop lock), the buckets
         #: that survive its outages, and the task that probes it (see _watch_budget_store).
         self.redis: redis.asyncio.Redis | None = None
@@ -78,7 +87,8 @@ class GatewayApp:
             buckets = self._redis_buckets()
         self.limiter = QueuedLimiter(
             buckets,
-            lambda _key: (budget.rate, budget.burst),
+            # Read at call time: with AWS and no accounts listed, start() learns the account.
+            lambda key: self.accounts.budget_for(key),
             self.clock,
             max_queue=budget.max_queue,
         )
@@ -92,6 +102,7 @@ class GatewayApp:
         s = self.settings
         endpoint_url: str | None = s.endpoint_url
         credentials = None
+        core_settings = _core_settings(s)
         if s.upstream == "emulator":
             credentials = emulator_credentials
         if s.upstream == "emulator" and endpoint_url is None:
@@ -101,14 +112,34 @@ class GatewayApp:
             endpoint_url = self.emulator.url
             if s.demo_servers:
                 self.demo_server_ids = self.emulator.create_servers(
-                    s.demo_servers, account=s.core.default_account, region=s.core.default_region
+                    s.demo_servers,
+                    account=core_settings.default_account,
+                    region=core_settings.default_region,
                 )
+        session = get_session()
+        self.sessions = AccountSessions(
+            session,
+            {a.account_id: a for a in s.accounts},
+            endpoint_url=endpoint_url,
+            region=core_settings.default_region,
+            session_seconds=s.role_session_seconds,
+            base_credentials=EMULATOR_BASE_CREDENTIALS if s.upstream == "emulator" else None,
+        )
+        if s.upstream == "aws" and not s.accounts:
+            # No accounts listed: the gateway serves the one its own identity belongs to.
+            learned = await self.sessions.caller_account()
+            self.accounts = Accounts((AccountSettings(learned),), s.core.budget)
+            self.access = Access(s.auth, self.accounts, mtls=bool(s.tls.client_ca_file))
+            core_settings = dataclasses.replace(core_settings, default_account=learned)
+            log.info("gateway.account_learned", account=learned)
         self.upstream = AioUpstream(
             ClientSettings(endpoint_url=endpoint_url, max_pool_connections=s.max_pool_connections),
             credentials,
+            session=session,
+            session_for=self.sessions.session_for,
         )
         self.core = Core(
-            s.core,
+            core_settings,
             self.caller,
             self.upstream,
             self.clock,
@@ -120,8 +151,15 @@ class GatewayApp:
             self.ready_checks.setdefault("limiter", self._budget_store_check(self.budget_store))
         await self._start_http(self.core, self.upstream)
         self._server = grpc.aio.server(options=SERVER_OPTIONS)
-        self._health = add_services(self._server, TransferGatewayService(self.core, self.metrics))
-        self.grpc_port = self._server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
+        self._health = add_services(
+            self._server, TransferGatewayService(self.core, self.metrics, self.access)
+        )
+        grpc_address = f"{s.grpc_host}:{s.grpc_port}"
+        if s.tls.enabled:
+            credentials_ = grpc_server_credentials(s.tls)
+            self.grpc_port = self._server.add_secure_port(grpc_address, credentials_)
+        else:
+            self.grpc_port = self._server.add_insecure_port(grpc_address)
         await self._server.start()
         self.phase = "serving"
         if self.budget_store is not None:
@@ -136,8 +174,11 @@ class GatewayApp:
             http=f"{s.http_host}:{self.http_port}",
             upstream=s.upstream,
             upstream_endpoint=endpoint_url or "AWS",
-            default_account=s.core.default_account,
-            default_region=s.core.default_region,
+            default_account=core_settings.default_account,
+            default_region=core_settings.default_region,
+            accounts=self.accounts.ids or "any",
+            auth=f"{len(s.auth.callers)} caller(s)" if self.access.enabled else "off",
+            tls="mutual" if s.tls.client_ca_file else ("on" if s.tls.enabled else "off"),
             rate=s.core.budget.rate,
             burst=s.core.budget.burst,
             limiter=s.limiter,
@@ -210,9 +251,13 @@ class GatewayApp:
 
     async def _start_http(self, core: Core, upstream: AioUpstream) -> None:
         s = self.settings
-        app = web.Application()
+        app = web.Application(middlewares=[http_auth_middleware(self.access, error_response)])
         HttpApi(
-            core, self.metrics, readiness=self.readiness, before_scrape=self.refresh_metrics
+            core,
+            self.metrics,
+            readiness=self.readiness,
+            before_scrape=self.refresh_metrics,
+            access=self.access,
         ).add_routes(app)
         AwsApi(
             core,
@@ -233,7 +278,8 @@ class GatewayApp:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, s.http_host, s.http_port)
+            ssl_context = server_ssl_context(s.tls) if s.tls.enabled else None
+            site = web.TCPSite(runner, s.http_host, s.http_port, ssl_context=ssl_context)
             await site.start()
         except BaseException:
             await runner.cleanup()
@@ -300,9 +346,12 @@ class GatewayApp:
             for service in ("", "transfer_gateway.v1.TransferGateway"):
                 await self._health.set(service, NOT_SERVING)
         if self.core is not None:
+            log.info("gateway.draining", open_flights=self.core.open_flights, grace=grace)
             await self.core.close(grace)
         if self._server is not None:
-            await self._server.stop(grace)
+            # The core's streams have ended by now; this only lets their last messages go out
+            # (and ends other streams, such as health watches).
+            await self._server.stop(min(grace, 1.0))
         if self._http is not None:
             await self._http.cleanup()
         await self.limiter.close()
@@ -311,6 +360,8 @@ class GatewayApp:
             await self.redis.aclose()
         if self.upstream is not None:
             await self.upstream.close()
+        if self.sessions is not None:
+            await self.sessions.close()
         if self.emulator is not None:
             await self.emulator.close()
         self._stopped.set()
@@ -324,5 +375,13 @@ class GatewayApp:
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        log.info("gateway.draining")
         await self.stop()
+
+
+def _core_settings(s: Settings) -> CoreSettings:
+    """The core's settings; with accounts listed, a default account that is not one of them
+    gives way to the first listed (a request without an account then names a served one)."""
+    listed = [a.account_id for a in s.accounts]
+    if listed and s.core.default_account not in listed:
+        return dataclasses.replace(s.core, default_account=listed[0])
+    return s.core

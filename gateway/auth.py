@@ -26,8 +26,6 @@ from gateway.config import ALL_ACCOUNTS, AuthSettings, TlsSettings
 from gateway.domain import Target
 from gateway.errors import ErrorKind, GatewayError
 
-#: Where HttpApi and the middleware find the authenticated caller of a request.
-CALLER_KEY = "transfer_gateway.caller"
 #: HTTP paths open to anyone: probes must work without credentials.
 OPEN_PATHS: frozenset[str] = frozenset({"/healthz", "/readyz", "/openapi.json"})
 METRICS_PATH = "/metrics"
@@ -54,6 +52,8 @@ class Caller:
 
 
 ANONYMOUS = Caller("anonymous", None, "anonymous")
+#: Where routes find the caller the middleware authenticated.
+CALLER_KEY: web.RequestKey[Caller] = web.RequestKey("transfer_gateway.caller", Caller)
 
 
 class Access:

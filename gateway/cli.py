@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.config import (
@@ -73,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the gateway (with the embedded emulator by default)")
     serve.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="TOML settings (see gateway.example.toml); environment TRANSFER_GATEWAY_* and"
+        " the flags given here override it",
+    )
+    serve.add_argument(
         "--grpc-host", default="127.0.0.1", help="gRPC address (default: %(default)s)"
     )
     serve.add_argument(
@@ -114,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=4566,
         help="emulator port for AWS clients (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=Settings.shutdown_grace_seconds,
+        help="seconds open streams get to end on their own at SIGTERM (default: %(default)s)",
     )
     serve.add_argument(
         "--http-host", default=Settings.http_host, help="HTTP address (default: %(default)s)"
@@ -162,9 +176,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_emulator_flags(serve, prefix="emulator-")
 
     stop = sub.add_parser(
-        "stop", help="stop a server through a running gateway, printing each update"
+        "stop",
+        help="stop servers through a running gateway: one live line per server, then a summary",
     )
-    stop.add_argument("server_id")
+    stop.add_argument("server_id", nargs="+", help="one or more server ids (s-...)")
+    stop.add_argument(
+        "--token",
+        default=None,
+        help="bearer token (default: $TRANSFER_GATEWAY_TOKEN; the variable keeps it out of"
+        " shell history and process lists)",
+    )
+    stop.add_argument("--tls-ca", default=None, metavar="PEM", help="CA of the gateway's cert")
+    stop.add_argument("--tls-cert", default=None, metavar="PEM", help="client cert (mutual TLS)")
+    stop.add_argument("--tls-key", default=None, metavar="PEM", help="client key (mutual TLS)")
+    stop.add_argument(
+        "--tls-server-name", default=None, help="name the gateway's certificate carries"
+    )
     stop.add_argument("--account", default="", help="12-digit account (default: the gateway's)")
     stop.add_argument("--region", default="", help="region (default: the gateway's)")
     stop.add_argument(
@@ -176,6 +203,67 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench.add_parser(sub)
     return parser
+
+
+#: `serve` flag (argparse dest) -> the setting it overrides. Flags win over the config file and
+#: the environment only when given; every serve flag must be here (a test checks).
+SERVE_FLAG_KEYS: dict[str, str] = {
+    "grpc_host": "grpc_host",
+    "grpc_port": "grpc_port",
+    "http_host": "http_host",
+    "http_port": "http_port",
+    "upstream": "upstream",
+    "upstream_endpoint": "endpoint_url",
+    "rate": "core.budget.rate",
+    "burst": "core.budget.burst",
+    "account": "core.default_account",
+    "region": "core.default_region",
+    "demo_servers": "demo_servers",
+    "emulator_host": "emulator.host",
+    "emulator_port": "emulator.port",
+    "shutdown_grace": "shutdown_grace_seconds",
+    "limiter": "limiter",
+    "redis_url": "redis_url",
+    "redis_prefix": "redis_prefix",
+    "redis_outage": "redis_outage",
+    "expected_replicas": "expected_replicas",
+    "log_format": "log_format",
+    "log_level": "log_level",
+    **{
+        f"emulator_{n.replace('-', '_')}": f"emulator.{n.replace('-', '_')}"
+        for n, _, _ in _EMULATOR_FLAGS
+    },
+}
+#: Serve options that are not settings.
+_SERVE_NOT_SETTINGS = frozenset({"config", "help", "command"})
+
+
+def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The dests of the options written on the command line (not those left at default)."""
+    given = set()
+    for action in parser._actions:  # argparse has no public list of a parser's actions
+        for option in action.option_strings:
+            if any(arg == option or arg.startswith(option + "=") for arg in argv):
+                given.add(action.dest)
+    return given
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]  # type: ignore[no-any-return]
+    raise LookupError(name)
+
+
+def load_serve_settings(
+    args: argparse.Namespace, given: set[str], environ: Mapping[str, str]
+) -> Settings:
+    """`serve`'s settings: the config file (--config or TRANSFER_GATEWAY_CONFIG), then the
+    environment, then the flags that were given."""
+    from gateway.config_file import CONFIG_ENV, load_settings
+
+    overrides = {SERVE_FLAG_KEYS[d]: getattr(args, d) for d in given if d in SERVE_FLAG_KEYS}
+    return load_settings(args.config or environ.get(CONFIG_ENV), environ, overrides)
 
 
 def _serve_settings(args: argparse.Namespace) -> Settings:
@@ -194,6 +282,7 @@ def _serve_settings(args: argparse.Namespace) -> Settings:
         demo_servers=args.demo_servers,
         log_format=args.log_format,
         log_level=args.log_level,
+        shutdown_grace_seconds=args.shutdown_grace,
         http_host=args.http_host,
         http_port=args.http_port,
         endpoint_url=args.upstream_endpoint,
@@ -220,6 +309,14 @@ async def _serve(settings: Settings) -> int:
         f" upstream={settings.upstream} limiter={settings.limiter}",
         flush=True,
     )
+    if not app.access.enabled:
+        # The safe default, said out loud: nobody is asked who they are, so only this machine.
+        print(
+            "auth: off (no auth.callers configured): anyone who can reach the listening"
+            " address may call; non-loopback addresses are refused unless"
+            " auth.allow_unauthenticated = true",
+            flush=True,
+        )
     if app.emulator is not None:
         print(f"embedded emulator for AWS clients: {app.emulator.url}", flush=True)
         for server_id in app.demo_server_ids:
@@ -239,24 +336,24 @@ async def _serve(settings: Settings) -> int:
 
 
 async def _stop(args: argparse.Namespace) -> int:
-    import grpc
+    from gateway.client import TlsOptions, open_channel, stop_many
 
-    from gateway.client import describe_update, stop_server, update_json
-
-    async with grpc.aio.insecure_channel(args.target) as channel:
-        try:
-            async for update in stop_server(
-                channel,
-                args.server_id,
-                account_id=args.account,
-                region=args.region,
-                timeout=args.timeout,
-            ):
-                print(update_json(update) if args.json else describe_update(update), flush=True)
-        except grpc.aio.AioRpcError as exc:
-            print(f"transfer-gateway: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return 1
-    return 0
+    tls = TlsOptions(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
+    token = args.token or os.environ.get("TRANSFER_GATEWAY_TOKEN") or None
+    async with open_channel(args.target, tls) as channel:
+        report = await stop_many(
+            channel,
+            args.server_id,
+            account_id=args.account,
+            region=args.region,
+            timeout=args.timeout,
+            token=token,
+            as_json=args.json,
+        )
+    failed = [line for line in report.lines if not line.ok]
+    if len(report.lines) > 1 or failed:
+        print(report.summary(), file=sys.stderr if failed else sys.stdout, flush=True)
+    return 1 if failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -269,7 +366,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = emulator_settings_from(args, host=args.host, port=args.port)
             return asyncio.run(run_emulator(settings))
         if args.command == "serve":
-            return asyncio.run(_serve(_serve_settings(args)))
+            serve_parser = _subparser(parser, "serve")
+            given = given_flags(serve_parser, list(argv if argv is not None else sys.argv[1:]))
+            return asyncio.run(_serve(load_serve_settings(args, given, os.environ)))
         if args.command == "stop":
             return asyncio.run(_stop(args))
         if args.command == "bench":

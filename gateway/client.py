@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
 
 import grpc
 from google.protobuf import json_format
@@ -18,12 +23,14 @@ async def stop_server(
     account_id: str = "",
     region: str = "",
     timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline, passed to the call
+    token: str | None = None,
 ) -> AsyncIterator[pb.ServerStateUpdate]:
     """Stream the updates of one StopServer call; a failure raises grpc.aio.AioRpcError."""
     stub = pb_grpc.TransferGatewayStub(channel)
     call = stub.StopServer(
         pb.StopServerRequest(server_id=server_id, account_id=account_id, region=region),
         timeout=timeout,
+        metadata=auth_metadata(token),
     )
     async for update in call:
         yield update
@@ -46,3 +53,143 @@ def describe_update(update: pb.ServerStateUpdate) -> str:
 
 def update_json(update: pb.ServerStateUpdate) -> str:
     return json_format.MessageToJson(update, indent=None)
+
+
+def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
+    """gRPC metadata carrying a bearer token (None without one)."""
+    return (("authorization", f"Bearer {token}"),) if token else None
+
+
+@dataclass(frozen=True)
+class TlsOptions:
+    """How the client reaches a gateway over TLS: the CA that signed the gateway's certificate,
+    and a client certificate for mutual TLS."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    #: The name the gateway's certificate must carry, when it is not the target's host.
+    server_name: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ca_file or self.cert_file)
+
+
+def open_channel(target: str, tls: TlsOptions | None = None) -> grpc.aio.Channel:
+    """A channel to the gateway: plain, TLS, or mutual TLS."""
+    if tls is None or not tls.enabled:
+        return grpc.aio.insecure_channel(target)
+
+    def read(path: str | None) -> bytes | None:
+        return Path(path).read_bytes() if path else None
+
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=read(tls.ca_file),
+        private_key=read(tls.key_file),
+        certificate_chain=read(tls.cert_file),
+    )
+    options = [("grpc.ssl_target_name_override", tls.server_name)] if tls.server_name else []
+    return grpc.aio.secure_channel(target, credentials, options=options)
+
+
+@dataclass
+class _Line:
+    """What the display shows for one server: its latest update, then how it ended."""
+
+    server_id: str
+    text: str = "waiting"
+    outcome: str | None = None  # None while running; "OFFLINE", or an error code name
+    ok: bool = False
+
+
+@dataclass
+class StopReport:
+    """How a `stop` of several servers went, per server."""
+
+    lines: list[_Line] = field(default_factory=list)
+
+    @property
+    def succeeded(self) -> int:
+        return sum(1 for line in self.lines if line.ok)
+
+    def summary(self) -> str:
+        failed = [line for line in self.lines if not line.ok]
+        text = f"stopped {self.succeeded} of {len(self.lines)} server(s)"
+        if failed:
+            reasons = "".join(f"\n  {line.server_id}  {line.text}" for line in failed)
+            text += f"; failed:{reasons}"
+        return text
+
+
+class _Display:
+    """One line per server. On a terminal the lines are redrawn in place as updates arrive;
+    elsewhere (a pipe, a log) each update is printed as a line of its own."""
+
+    def __init__(self, report: StopReport, out: TextIO, live: bool) -> None:
+        self._report = report
+        self._out = out
+        self._live = live
+        self._drawn = False
+
+    def update(self, line: _Line) -> None:
+        if not self._live:
+            print(f"{line.server_id}  {line.text}", file=self._out, flush=True)
+            return
+        if self._drawn:
+            # Back to the first line of the block, then redraw every line (clearing each).
+            self._out.write(f"\x1b[{len(self._report.lines)}F")
+        for each in self._report.lines:
+            self._out.write(f"\x1b[2K{each.server_id}  {each.text}\n")
+        self._out.flush()
+        self._drawn = True
+
+
+async def stop_many(
+    channel: grpc.aio.Channel,
+    server_ids: Sequence[str],
+    *,
+    account_id: str = "",
+    region: str = "",
+    timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline, passed to each call
+    token: str | None = None,
+    out: TextIO | None = None,
+    live: bool | None = None,
+    as_json: bool = False,
+) -> StopReport:
+    """Stop every server at once (the gateway queues them on the account's budget), showing
+    one line per server as it goes, and return how each ended."""
+    out = out if out is not None else sys.stdout
+    live = (out.isatty() and len(server_ids) > 1) if live is None else live
+    report = StopReport([_Line(server_id) for server_id in dict.fromkeys(server_ids)])
+    display = _Display(report, out, live and not as_json)
+
+    async def one(line: _Line) -> None:
+        try:
+            async for update in stop_server(
+                channel,
+                line.server_id,
+                account_id=account_id,
+                region=region,
+                timeout=timeout,
+                token=token,
+            ):
+                if as_json:
+                    print(update_json(update), file=out, flush=True)
+                line.text = describe_update(update).removeprefix(line.server_id).strip()
+                if update.terminal:
+                    line.outcome = pb.ServerState.Name(update.state).removeprefix("SERVER_STATE_")
+                    line.ok = update.state == pb.SERVER_STATE_OFFLINE
+                if not as_json:
+                    display.update(line)
+        except grpc.aio.AioRpcError as exc:
+            line.outcome, line.ok = exc.code().name, False
+            line.text = f"FAILED  {exc.code().name}: {exc.details()}"
+            if not as_json:
+                display.update(line)
+        else:
+            if line.outcome is None:
+                line.outcome = "ENDED_WITHOUT_TERMINAL_STATE"
+
+    await asyncio.gather(*(one(line) for line in report.lines))
+    return report

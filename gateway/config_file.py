@@ -140,7 +140,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     tabular = dataclasses.is_dataclass(tp) or (
         origin is tuple and dataclasses.is_dataclass(args[0])
     )
-    if env is not None and (tabular or (origin is not None and issubclass(origin, Mapping))):
+    if env is not None and (tabular or _is_mapping(origin)):
         value, env = _json(env, where), None
     if dataclasses.is_dataclass(tp):
         return build(typing.cast(type[Any], tp), value, key)
@@ -152,7 +152,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         else:
             raise SettingsError(f"{where}: must be a list, got {_shown(value)}")
         return tuple(_coerce(item, args[0], f"{key}[{i}]") for i, item in enumerate(items))
-    if origin is not None and issubclass(origin, Mapping):
+    if _is_mapping(origin):
         if not isinstance(value, Mapping):
             raise SettingsError(f"{where}: must be a table, got {_shown(value)}")
         return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
@@ -163,6 +163,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise SettingsError(f"{where}={_shown(raw)}: must be one of {choices}")
         return raw
     return _scalar(value, env, tp, where)
+
+
+def _is_mapping(origin: Any) -> bool:
+    return isinstance(origin, type) and issubclass(origin, Mapping)
 
 
 def _json(env: _EnvValue, where: str) -> Any:

@@ -17,6 +17,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.auth import Access, request_caller
 from gateway.clock import Clock
 from gateway.domain import StateUpdate, Target
 from gateway.errors import ErrorKind, FieldViolation, GatewayError, InvalidArgument
@@ -63,8 +64,12 @@ class HttpApi:
         *,
         readiness: ReadinessProbe,
         before_scrape: Callable[[], Awaitable[None]] | None = None,
+        access: Access | None = None,
     ) -> None:
         self._core = core
+        #: Who may act on which account (gateway.auth); the app's middleware authenticated the
+        #: caller already. None: anyone, on any account.
+        self._access = access
         self._metrics = metrics
         self._readiness = readiness
         self._before_scrape = before_scrape
@@ -129,6 +134,9 @@ class HttpApi:
                     field_names=FIELD_NAMES,
                 )
                 log_fields.update(account=target.account_id, region=target.region)
+                if self._access is not None:
+                    # Before the core runs: a denied caller spends no budget, calls no AWS.
+                    self._access.authorize(request_caller(request), target)
                 stream = operation(target, deadline=deadline)
                 # The status line waits for the first update, so an error known before it (bad
                 # field, unknown server, no budget) gets its own HTTP status, as grpc-gateway does.
