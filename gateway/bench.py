@@ -58,7 +58,10 @@ class LoadOptions:
             ("total", self.total is None or self.total >= 1 or self.duration is not None),
             ("duration", self.duration is None or self.duration > 0),
             ("accounts", self.accounts >= 1),
-            ("servers_per_account", (self.servers_per_account or 1) >= 1),
+            (
+                "servers_per_account",
+                self.servers_per_account is None or self.servers_per_account >= 1,
+            ),
             ("rate", self.rate is None or self.rate > 0),
             ("warmup", self.warmup >= 0),
             ("timeout", self.timeout > 0),
@@ -772,9 +775,8 @@ def add_parser(sub: Any) -> None:
     add_emulator_flags(bench, prefix="emulator-")
 
 
-async def main(args: Any) -> int:
-    """Run `transfer-gateway bench` with parsed `args`; 0 when every call ended OK."""
-    options = LoadOptions(
+def _options_from(args: Any) -> LoadOptions:
+    return LoadOptions(
         concurrency=args.concurrency,
         total=None if args.duration else args.total,
         duration=args.duration,
@@ -786,6 +788,15 @@ async def main(args: Any) -> int:
         region=args.region,
         connections=args.connections,
     )
+
+
+async def main(args: Any) -> int:
+    """Run `transfer-gateway bench` with parsed `args`; 0 when every call ended OK."""
+    try:
+        options = _options_from(args)
+    except ValueError as exc:
+        print(f"transfer-gateway bench: {exc}", file=sys.stderr)
+        return 2
     if args.target:
         if not args.emulator_url:
             print("transfer-gateway bench: --target needs --emulator-url", file=sys.stderr)

@@ -82,6 +82,13 @@ class TestCommand:
         code = cli.main(["bench", "--target", "127.0.0.1:1", "-n", "1"])
         assert code == 2
 
+    def test_out_of_range_option_is_refused_by_name(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A bad option exits 2 with a message naming it, before anything starts."""
+        assert cli.main(["bench", "--concurrency", "0"]) == 2
+        assert "concurrency" in capsys.readouterr().err
+
 
 class TestRounds:
     async def test_servers_are_started_again_between_rounds(self) -> None:

@@ -1,8 +1,11 @@
-"""Fuzzing every request field through gRPC: bad input is INVALID_ARGUMENT, nothing is a bug."""
+"""Fuzzing every request field through gRPC and HTTP: bad input is refused, nothing is a bug."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import string
+import urllib.parse
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -107,7 +110,7 @@ def _check_outcome(call: Iterator[pb.ServerStateUpdate]) -> None:
 
 class TestFuzzing:
     @settings(
-        max_examples=1500,
+        max_examples=1200,
         deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -130,7 +133,7 @@ class TestFuzzing:
         _check_outcome(stub.StopServer(request, timeout=10))
 
     @settings(
-        max_examples=1000,
+        max_examples=700,
         deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -163,3 +166,115 @@ class TestFuzzing:
         updates = list(stub.StopServer(pb.StopServerRequest(server_id=server_id), timeout=10))
         assert updates[-1].terminal
         assert gw.call(lambda: emulator.server_state(server_id)) == "OFFLINE"
+
+
+# ---- the HTTP face: the same fields as path, JSON body, query and header ------------------
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=6,
+)
+_bodies = st.one_of(
+    st.just(b""),
+    st.builds(lambda a, r: json.dumps({"accountId": a, "region": r}).encode(), _accounts, _regions),
+    st.builds(lambda d: json.dumps(d).encode(), st.dictionaries(_text, _json_values, max_size=3)),
+    st.builds(
+        lambda a, r: json.dumps({"accountId": a, "region": r}).encode(), _json_values, _json_values
+    ),
+    st.binary(max_size=64),
+)
+#: Header values on the wire are visible ASCII (http.client refuses anything else).
+_timeouts = st.one_of(
+    st.none(),
+    st.just("5S"),
+    st.from_regex(r"[0-9]{0,10}[HMSmunx]?", fullmatch=True),
+    st.text(alphabet=string.digits + string.ascii_letters + string.punctuation + " ", max_size=12),
+)
+#: google.rpc codes that mean a bug: UNKNOWN (2) and INTERNAL (13).
+_BUG_CODES = {2, 13}
+
+
+def _http(
+    port: int, method: str, path: str, body: bytes | None, headers: dict[str, str]
+) -> tuple[int, str, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.getheader("Content-Type") or "", response.read()
+    finally:
+        connection.close()
+
+
+def _check_http_outcome(status: int, content_type: str, body: bytes) -> None:
+    if status != 200:
+        # Mapped errors only (the router's own 404/405 for paths that are not a route at all,
+        # e.g. an id holding "/", carry no JSON); never a 500 for what the caller sent.
+        assert status < 500 or status in (503, 504), (status, body[:300])
+        if content_type.startswith("application/json"):
+            error = json.loads(body)
+            assert error.get("code") not in _BUG_CODES, error
+            if status == 400:
+                assert error.get("details"), "a 400 names the bad field"
+        return
+    lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+    assert lines, "a 200 stream has lines"
+    for line in lines[:-1]:
+        assert "result" in line, line
+    last = lines[-1]
+    if "error" in last:
+        assert last["error"].get("code") not in _BUG_CODES, last
+    else:
+        assert last["result"].get("terminal") is True, last
+
+
+class TestHttpFuzzing:
+    @settings(
+        max_examples=700,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(data=st.data())
+    def test_stop_route_any_path_body_and_timeout(
+        self,
+        fuzz_gateway: tuple[GatewayThread, dict[str, list[str]], pb_grpc.TransferGatewayStub],
+        data: st.DataObject,
+    ) -> None:
+        """POST /v1/servers/{id}:stop with any id in the path, any body and any Grpc-Timeout:
+        a mapped HTTP status with a google.rpc.Status body (400 naming the field), or a 200
+        NDJSON stream ending in a terminal update or a mapped error; never a 500, UNKNOWN or
+        INTERNAL."""
+        gw, servers, _ = fuzz_gateway
+        server_id = data.draw(_server_ids(servers), "server_id")
+        headers = {"Content-Type": "application/json"}
+        timeout = data.draw(_timeouts, "grpc_timeout")
+        if timeout is not None:
+            headers["Grpc-Timeout"] = timeout
+        path = f"/v1/servers/{urllib.parse.quote(server_id, safe='')}:stop"
+        body = data.draw(_bodies, "body")
+        _check_http_outcome(*_http(gw.app.http_port, "POST", path, body, headers))
+
+    @settings(
+        max_examples=300,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(data=st.data())
+    def test_watch_route_any_query(
+        self,
+        fuzz_gateway: tuple[GatewayThread, dict[str, list[str]], pb_grpc.TransferGatewayStub],
+        data: st.DataObject,
+    ) -> None:
+        """GET /v1/servers/{id}:watch with any id and any accountId/region query: the same
+        rules as the stop route (a watch of an ONLINE server ends at its 250 ms deadline)."""
+        gw, servers, _ = fuzz_gateway
+        server_id = data.draw(_server_ids(servers), "server_id")
+        query = urllib.parse.urlencode(
+            {"accountId": data.draw(_accounts, "account_id"), "region": data.draw(_regions)}
+        )
+        path = f"/v1/servers/{urllib.parse.quote(server_id, safe='')}:watch?{query}"
+        status = _http(gw.app.http_port, "GET", path, None, {"Grpc-Timeout": "250m"})
+        _check_http_outcome(*status)
