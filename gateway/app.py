@@ -257,6 +257,7 @@ class GatewayApp:
             self.metrics,
             readiness=self.readiness,
             before_scrape=self.refresh_metrics,
+            heartbeat_seconds=s.sse_heartbeat_seconds,
             access=self.access,
         ).add_routes(app)
         AwsApi(

@@ -315,6 +315,9 @@ class Settings:
     #: the upstream call) before it answers ThrottlingException with RetryAfterSeconds (which
     #: the AWS SDKs honour).
     aws_max_wait_seconds: float = 5.0
+    #: An SSE stream with no news for this long gets a `: keep-alive` comment, so proxies and
+    #: load balancers (ALB: 60 s idle) do not cut a long watch.
+    sse_heartbeat_seconds: float = 15.0
     #: "emulator": the embedded emulator (default, no AWS needed); "aws": AWS's endpoints with
     #: the default credential chain.
     upstream: Literal["emulator", "aws"] = "emulator"
@@ -382,6 +385,7 @@ class Settings:
         _check(self, "grpc_port", 0 <= self.grpc_port <= 65535, "must be a TCP port")
         _check(self, "http_port", 0 <= self.http_port <= 65535, "must be a TCP port")
         _check(self, "aws_max_wait_seconds", self.aws_max_wait_seconds >= 0, "must be >= 0")
+        _check(self, "sse_heartbeat_seconds", self.sse_heartbeat_seconds > 0, "must be > 0")
         bad_keys = [k for k, a in self.access_keys.items() if not _ACCOUNT.fullmatch(a)]
         _check(self, "access_keys", not bad_keys, f"accounts must be 12 digits: {bad_keys}")
         _check(self, "demo_servers", self.demo_servers >= 0, "must be >= 0")

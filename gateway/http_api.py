@@ -64,6 +64,7 @@ class HttpApi:
         *,
         readiness: ReadinessProbe,
         before_scrape: Callable[[], Awaitable[None]] | None = None,
+        heartbeat_seconds: float = 15.0,
         access: Access | None = None,
     ) -> None:
         self._core = core
@@ -73,6 +74,7 @@ class HttpApi:
         self._metrics = metrics
         self._readiness = readiness
         self._before_scrape = before_scrape
+        self._heartbeat_seconds = heartbeat_seconds
 
     def add_routes(self, app: web.Application) -> None:
         # `[^/]+` backtracks to leave `:stop` to the literal, so the route reads as
@@ -119,6 +121,7 @@ class HttpApi:
         last: StateUpdate | None = None
         stream: AsyncIterator[StateUpdate] | None = None
         response: web.StreamResponse | None = None
+        heartbeat: asyncio.Task[None] | None = None
         self._metrics.open_streams.labels("http").inc()
         log.info("call.start", transport="http", **log_fields)
         try:
@@ -155,6 +158,8 @@ class HttpApi:
                 }
             )
             await response.prepare(request)
+            if sse:
+                heartbeat = asyncio.create_task(self._heartbeat(response))
             if last is not None and stream is not None:
                 await _send(response, sse, "result", _update_json(last))
                 try:
@@ -181,6 +186,10 @@ class HttpApi:
                 await response.write_eof()
             return response
         finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
+                    await heartbeat
             if stream is not None:
                 aclose = getattr(stream, "aclose", None)
                 if aclose is not None:
@@ -197,6 +206,13 @@ class HttpApi:
                 state=str(last.state) if last else None,
                 aws_request_id=last.aws_request_id if last else None,
             )
+
+    async def _heartbeat(self, response: web.StreamResponse) -> None:
+        """An SSE comment every interval: no event to EventSource, but bytes on an idle line.
+        Each write is one whole frame, so it cannot split an event being sent."""
+        while True:
+            await self._core.clock.sleep(self._heartbeat_seconds)
+            await response.write(b": keep-alive\n\n")
 
     # -- health, metrics, description ----------------------------------------------------------
     async def healthz(self, request: web.Request) -> web.Response:

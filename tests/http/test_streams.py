@@ -158,6 +158,22 @@ class TestSse:
         ]
         assert gateway.emulator.calls("StopServer") == 0
 
+    async def test_an_idle_sse_watch_gets_keep_alive_comments(
+        self, gateway_factory: GatewayFactory, client: aiohttp.ClientSession
+    ) -> None:
+        """A watch with no news (an ONLINE server) still sends `: keep-alive` comments every
+        sse_heartbeat_seconds, so proxies do not cut it."""
+        app = await gateway_factory(sse_heartbeat_seconds=0.05)
+        assert app.emulator is not None
+        (server_id,) = app.emulator.create_servers(1)
+        url = f"{base_url(app)}/v1/servers/{server_id}:watch"
+        async with client.get(url, headers={"Accept": "text/event-stream"}) as response:
+            first = await response.content.readuntil(b"\n\n")
+            assert first.startswith(b"event: result\n")
+            async with asyncio.timeout(5):
+                comment = await response.content.readuntil(b"\n\n")
+        assert comment == b": keep-alive\n\n"
+
 
 class TestErrorsBeforeTheFirstByte:
     async def test_bad_server_id_is_400_with_a_field_violation_and_no_upstream_call(
