@@ -81,10 +81,12 @@ class TestAlreadyStopped:
         assert "STOPPING" not in states(updates)
 
     async def test_server_already_stopping_is_watched_to_offline(
-        self, gateway: GatewayApp, stub: pb_grpc.TransferGatewayStub
+        self, gateway_factory: GatewayFactory
     ) -> None:
         """StopServer refused because someone else is stopping it: the caller still gets
         STOPPING then OFFLINE and OK."""
+        # Long enough a transition that the server is surely still STOPPING when we call.
+        gateway = await gateway_factory(emulator={"transition_seconds": 3})
         assert gateway.emulator is not None
         (server_id,) = gateway.emulator.create_servers(1)
         session = get_session()
@@ -96,7 +98,9 @@ class TestAlreadyStopped:
             aws_secret_access_key="x",
         ) as client:
             await client.stop_server(ServerId=server_id)
-        updates, error = await collect(stub.StopServer(_request(server_id), timeout=10))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+            stub = pb_grpc.TransferGatewayStub(channel)
+            updates, error = await collect(stub.StopServer(_request(server_id), timeout=20))
         assert error is None
         assert states(updates)[0] == "STOPPING"
         assert states(updates)[-1] == "OFFLINE"
@@ -136,12 +140,15 @@ class TestFailures:
         assert error_info(error).reason == "STOP_FAILED"
 
     async def test_server_starting_is_a_failed_precondition(
-        self, gateway: GatewayApp, stub: pb_grpc.TransferGatewayStub
+        self, gateway_factory: GatewayFactory
     ) -> None:
         """A server in STARTING cannot be stopped: FAILED_PRECONDITION naming the state."""
+        gateway = await gateway_factory(emulator={"transition_seconds": 30})
         assert gateway.emulator is not None
         (server_id,) = gateway.emulator.create_servers(1, state="STARTING")
-        _updates, error = await collect(stub.StopServer(_request(server_id), timeout=5))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
+            stub = pb_grpc.TransferGatewayStub(channel)
+            _updates, error = await collect(stub.StopServer(_request(server_id), timeout=5))
         assert error is not None
         assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "STARTING" in (error.details() or "")
@@ -178,7 +185,7 @@ class TestFailures:
         (server_id,) = app.emulator.create_servers(1)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
             stub = pb_grpc.TransferGatewayStub(channel)
-            updates, error = await collect(stub.StopServer(_request(server_id), timeout=0.8))
+            updates, error = await collect(stub.StopServer(_request(server_id), timeout=3))
         assert error is not None
         assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert "STOPPING" in states(updates)
