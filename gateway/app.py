@@ -268,6 +268,7 @@ class GatewayApp:
             access_keys=s.access_keys,
             emulator_mode=s.upstream == "emulator",
             max_wait_seconds=s.aws_max_wait_seconds,
+            access=self.access,
         ).add_routes(app)
         # handler_cancellation: a caller that hangs up cancels its handler, so its share of a
         # watch is dropped at once rather than at the next write.

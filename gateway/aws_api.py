@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web
 
+from gateway.auth import Access, request_caller
 from gateway.calls import BudgetedCaller
 from gateway.domain import BucketKey, Stage, Target
 from gateway.emulator import protocol
@@ -54,6 +55,7 @@ class AwsApi:
         access_keys: Mapping[str, str],
         emulator_mode: bool,
         max_wait_seconds: float,
+        access: Access | None = None,
     ) -> None:
         self._core = core
         self._caller = caller
@@ -62,6 +64,7 @@ class AwsApi:
         self._access_keys = dict(access_keys)
         self._emulator_mode = emulator_mode
         self._max_wait = max_wait_seconds
+        self._access = access
         self._handlers: dict[
             str, Callable[[Target, dict[str, Any]], Awaitable[tuple[dict[str, Any], str]]]
         ] = {
@@ -88,6 +91,9 @@ class AwsApi:
             body = protocol.parse_body(await request.read())
             server_id = protocol.server_id_of(body) if name != "ListServers" else ""
             target = self._target(account, region, server_id)
+            if self._access is not None:
+                # The same check as the other faces, before any budget or upstream call.
+                self._access.authorize(request_caller(request), target)
             payload, request_id = await handler(target, body)
             return protocol.ok_response(payload, request_id or protocol.new_request_id())
         except AwsError as exc:

@@ -181,6 +181,32 @@ class TestHttpAuth:
                 assert r.status == 403
         assert lines[-1]["result"]["state"] == "SERVER_STATE_OFFLINE"
 
+    async def test_the_aws_endpoint_checks_the_account_too(
+        self, gateway_factory: GatewayFactory
+    ) -> None:
+        """The AWS-compatible endpoint applies the same per-account permission: a caller
+        allowed only account A gets AccessDeniedException for the default account's server,
+        and no StopServer reaches AWS; a caller allowed every account stops it."""
+        app = await gateway_factory(auth=AUTH, http_port=0)
+        assert app.emulator is not None
+        (server,) = app.emulator.create_servers(1)
+        url = f"http://127.0.0.1:{app.http_port}/"
+        headers = {
+            "X-Amz-Target": "TransferService.StopServer",
+            "Content-Type": "application/x-amz-json-1.1",
+        }
+        body = json.dumps({"ServerId": server})
+        async with aiohttp.ClientSession() as http:
+            billing = {**headers, "Authorization": f"Bearer {BILLING_TOKEN}"}
+            async with http.post(url, data=body, headers=billing) as r:
+                assert r.status == 400
+                assert (await r.json(content_type=None))["__type"] == "AccessDeniedException"
+            assert app.emulator.calls("StopServer") == 0
+            ops = {**headers, "Authorization": f"Bearer {OPS_TOKEN}"}
+            async with http.post(url, data=body, headers=ops) as r:
+                assert r.status == 200
+        assert app.emulator.calls("StopServer") == 1
+
     async def test_metrics_can_be_restricted(self, gateway_factory: GatewayFactory) -> None:
         """With auth.metrics_require_auth, /metrics is 401 without a token, 200 with one."""
         auth = AuthSettings(callers=AUTH.callers, metrics_require_auth=True)
