@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,10 +19,10 @@ from gateway.domain import BucketKey
 from gateway.limiting.local import HOLD_SECONDS, INCREASE, MIN_FACTOR, LocalBuckets
 from gateway.limiting.queue import QueuedLimiter
 from gateway.limiting.redis import RedisBuckets
+from tests.conftest import REDIS_URL
 
 pytestmark = pytest.mark.redis
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 KEY = BucketKey("123456789012", "us-east-1")
 
 #: Makes a RedisBuckets on a client of its own (another "replica"), closed after the test.
@@ -31,26 +30,9 @@ Replica = Callable[..., Awaitable[RedisBuckets]]
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[redis.asyncio.Redis]:
-    """A client of the Redis at REDIS_URL; the test fails (never skips) when there is none."""
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except Exception as exc:
-        await client.aclose()
-        pytest.fail(f"no Redis at REDIS_URL={REDIS_URL} ({exc}): start one or set REDIS_URL")
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def prefix(client: redis.asyncio.Redis) -> AsyncIterator[str]:
-    """A key prefix no other test uses; its keys are deleted afterwards."""
-    prefix = f"tg-test-{uuid.uuid4().hex}"
-    yield prefix
-    keys = [k async for k in client.scan_iter(match=f"{{{prefix}:*")]
-    if keys:
-        await client.delete(*keys)
+def client(redis_client: redis.asyncio.Redis) -> redis.asyncio.Redis:
+    """The shared Redis client (tests/conftest.py) under this module's shorter name."""
+    return redis_client
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from gateway.app import GatewayApp
 from gateway.coordination import RedisStopLock
 from gateway.domain import BucketKey, Target
 from gateway.emulator.server import Emulator
+from tests.conftest import REDIS_URL
 from tests.e2e.conftest import FAST_EMULATOR, error_info, make_settings, states
-from tests.replicas.conftest import REDIS_URL
 from tests.replicas.support import eventually, stop_via
 
 pytestmark = pytest.mark.redis
