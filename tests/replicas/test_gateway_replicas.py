@@ -103,7 +103,7 @@ class TestSharedBudget:
         self, emulator: Emulator, replicas: Replicas
     ) -> None:
         """Rate 0.5/s, burst 2: two stops through replica A spend the burst, so a stop through
-        replica B with 0.3 s to spare is refused at once (RESOURCE_EXHAUSTED: the next token
+        replica B with 1 s to spare is refused at once (RESOURCE_EXHAUSTED: the next token
         is 2 s away), where a replica with a bucket of its own would have had two tokens."""
         a, b = await replicas(2, budget={"rate": 0.5, "burst": 2})
         first, second, third = emulator.create_servers(3)
@@ -113,7 +113,7 @@ class TestSharedBudget:
             return emulator.calls("StopServer") == 2
 
         await eventually(both_sent)
-        _, error = await stop_via(b, third, deadline=0.3)
+        _, error = await stop_via(b, third, deadline=1.0)
         assert error is not None
         assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         assert error_info(error).reason == "BUDGET_EXHAUSTED"
