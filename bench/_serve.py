@@ -23,7 +23,7 @@ from bench._support import settings_from_spec
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from gateway.config import EmulatorSettings
-from gateway.grpc_api import SERVER_OPTIONS
+from gateway.faces.grpc import SERVER_OPTIONS
 
 
 class BareService(pb_grpc.TransferGatewayServicer):

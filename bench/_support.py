@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.bench import RemoteFleet
 from gateway.config import (
     BudgetSettings,
     CoreSettings,
@@ -21,6 +20,7 @@ from gateway.config import (
     Settings,
     WatchSettings,
 )
+from gateway.tools.bench import RemoteFleet
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCOUNT = "000000000000"

@@ -15,8 +15,8 @@ import asyncio
 from typing import Any
 
 from bench._support import ACCOUNT, PresetFleet, child, gateway_settings, print_json, ratio_line
-from gateway.bench import LoadOptions, run_load
 from gateway.config import BudgetSettings
+from gateway.tools.bench import LoadOptions, run_load
 
 
 async def gateway_stops(servers: int, rate: float, transition: float) -> dict[str, Any]:

@@ -16,8 +16,8 @@ import asyncio
 from typing import Any
 
 from bench._support import PresetFleet, child, gateway_settings, ms, print_json, ratio_line
-from gateway.bench import LoadOptions, run_load
 from gateway.config import BudgetSettings
+from gateway.tools.bench import LoadOptions, run_load
 
 NOISY = "111111111111"
 QUIET = "222222222222"

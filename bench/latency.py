@@ -14,7 +14,7 @@ import argparse
 import asyncio
 
 from bench._support import ACCOUNT, PresetFleet, child, gateway_settings, ms, print_json
-from gateway.bench import LoadOptions, run_load
+from gateway.tools.bench import LoadOptions, run_load
 
 
 async def run(stops: int) -> int:

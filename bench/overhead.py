@@ -30,8 +30,8 @@ from bench._support import (
     print_json,
     ratio_line,
 )
-from gateway.bench import LoadOptions, run_load, upstream_summary
 from gateway.config import WatchSettings
+from gateway.tools.bench import LoadOptions, run_load, upstream_summary
 
 EMULATOR = {"transition_seconds": 0.0, **UNLIMITED_QUOTA}
 TUNED_WATCH = WatchSettings(poll_initial=0.01, poll_factor=1.5, poll_max=0.05)

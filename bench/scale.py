@@ -34,7 +34,7 @@ from bench._support import (
 )
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
-from gateway.bench import channel_for
+from gateway.tools.bench import channel_for
 
 CONNECTIONS = 8
 

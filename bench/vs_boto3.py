@@ -24,7 +24,7 @@ from botocore.exceptions import ClientError
 
 from bench._support import ACCOUNT, REGION, PresetFleet, child, print_json
 from bench.budget_bound import gateway_stops
-from gateway.bench import upstream_summary
+from gateway.tools.bench import upstream_summary
 
 QUOTA = {"transition_seconds": 2.0, "quota_rate": 10.0, "quota_burst": 20}
 

@@ -16,29 +16,34 @@ import structlog
 from aiobotocore.session import get_session
 from aiohttp import web
 
-from gateway.accounts import Accounts
-from gateway.auth import Access, grpc_server_credentials, http_auth_middleware, server_ssl_context
-from gateway.aws_api import AwsApi
-from gateway.calls import BudgetedCaller
 from gateway.clock import Clock, SystemClock
 from gateway.config import AccountSettings, CoreSettings, Settings
-from gateway.coordination import LocalStopLock, RedisStopLock, StopLock
-from gateway.credentials import EMULATOR_BASE_CREDENTIALS, AccountSessions
+from gateway.core.accounts import Accounts
+from gateway.core.calls import BudgetedCaller
+from gateway.core.coordination import LocalStopLock, RedisStopLock, StopLock
+from gateway.core.operations import Core
 from gateway.domain import BucketKey
 from gateway.emulator.server import Emulator
-from gateway.grpc_api import (
+from gateway.faces.auth import (
+    Access,
+    grpc_server_credentials,
+    http_auth_middleware,
+    server_ssl_context,
+)
+from gateway.faces.aws import AwsApi
+from gateway.faces.grpc import (
     NOT_SERVING,
     SERVER_OPTIONS,
     SERVING,
     TransferGatewayService,
     add_services,
 )
-from gateway.http_api import HttpApi, Readiness, error_response
+from gateway.faces.http import HttpApi, Readiness, error_response
 from gateway.limiting import Bucket, FallbackBuckets, LocalBuckets, QueuedLimiter, RedisBuckets
 from gateway.limiting.redis import fail_fast_client
 from gateway.observability import Metrics
-from gateway.operations import Core
-from gateway.upstream import AioUpstream, ClientSettings, emulator_credentials
+from gateway.upstream.aio import AioUpstream, ClientSettings, emulator_credentials
+from gateway.upstream.credentials import EMULATOR_BASE_CREDENTIALS, AccountSessions
 
 log = structlog.get_logger(__name__)
 

@@ -7,53 +7,16 @@ import asyncio
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from gateway.config import (
     DEFAULT_EMULATOR_ACCOUNT,
     DEFAULT_REGION,
     BudgetSettings,
     CoreSettings,
-    EmulatorSettings,
     Settings,
     SettingsError,
 )
-
-_EMULATOR_FLAGS: list[tuple[str, type, str]] = [
-    ("transition-seconds", float, "seconds a server spends STOPPING or STARTING"),
-    ("seed", int, "servers created ONLINE in the default account at start (ids are printed)"),
-    ("quota-rate", float, "AWS-like quota: calls per second per account, region and operation"),
-    ("quota-burst", int, "AWS-like quota: burst per account, region and operation"),
-    ("fault-rate", float, "probability of a 500 InternalServiceError/ServiceUnavailable answer"),
-    ("stop-failure-rate", float, "probability that a stop ends STOP_FAILED (start: START_FAILED)"),
-    ("latency-ms", float, "latency added to every call"),
-    ("stop-offline", str, "StopServer on an OFFLINE server: noop (200) or error (400)"),
-]
-
-
-def add_emulator_flags(parser: argparse.ArgumentParser, prefix: str = "") -> None:
-    """The emulator's options; `serve` takes the same ones with an `emulator-` prefix."""
-    defaults = EmulatorSettings()
-    for name, kind, help_text in _EMULATOR_FLAGS:
-        attr = name.replace("-", "_")
-        parser.add_argument(
-            f"--{prefix}{name}",
-            dest=f"{prefix.replace('-', '_')}{attr}",
-            type=kind,
-            default=getattr(defaults, attr),
-            help=f"{help_text} (default: %(default)s)",
-        )
-
-
-def emulator_settings_from(
-    args: argparse.Namespace, prefix: str = "", **extra: Any
-) -> EmulatorSettings:
-    """Collect the emulator flags (with their prefix) into settings."""
-    values = {
-        name.replace("-", "_"): getattr(args, f"{prefix.replace('-', '_')}{name.replace('-', '_')}")
-        for name, _, _ in _EMULATOR_FLAGS
-    }
-    return EmulatorSettings(**values, **extra)
+from gateway.emulator.flags import EMULATOR_FLAGS, add_emulator_flags, emulator_settings_from
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stop.add_argument("--timeout", type=float, default=None, help="deadline in seconds")
     stop.add_argument("--json", action="store_true", help="one JSON object per update")
-    from gateway import bench  # its flags live beside the load generator
+    from gateway.tools import bench  # its flags live beside the load generator
 
     bench.add_parser(sub)
     return parser
@@ -231,7 +194,7 @@ SERVE_FLAG_KEYS: dict[str, str] = {
     "log_level": "log_level",
     **{
         f"emulator_{n.replace('-', '_')}": f"emulator.{n.replace('-', '_')}"
-        for n, _, _ in _EMULATOR_FLAGS
+        for n, _, _ in EMULATOR_FLAGS
     },
 }
 #: Serve options that are not settings.
@@ -336,7 +299,7 @@ async def _serve(settings: Settings) -> int:
 
 
 async def _stop(args: argparse.Namespace) -> int:
-    from gateway.client import TlsOptions, open_channel, stop_many
+    from gateway.tools.client import TlsOptions, open_channel, stop_many
 
     tls = TlsOptions(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
     token = args.token or os.environ.get("TRANSFER_GATEWAY_TOKEN") or None
@@ -372,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "stop":
             return asyncio.run(_stop(args))
         if args.command == "bench":
-            from gateway import bench
+            from gateway.tools import bench
 
             return asyncio.run(bench.main(args))
     except SettingsError as exc:

@@ -14,9 +14,9 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from gateway import awsjson as protocol
+from gateway.awsjson import AwsError
 from gateway.config import DEFAULT_EMULATOR_ACCOUNT, DEFAULT_REGION, EmulatorSettings
-from gateway.emulator import protocol
-from gateway.emulator.protocol import AwsError
 from gateway.emulator.state import Behaviour, ServerStore, described, listed
 from gateway.emulator.sts import Sts
 from gateway.emulator.throttling import Quotas

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from gateway.emulator.protocol import (
+from gateway.awsjson import (
     AwsError,
     Violations,
     invalid_next_token,

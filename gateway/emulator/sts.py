@@ -20,8 +20,8 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 
+from gateway.awsjson import AwsError, new_request_id
 from gateway.config import DEFAULT_EMULATOR_ACCOUNT
-from gateway.emulator.protocol import AwsError, new_request_id
 
 XML_NAMESPACE: Final = "https://sts.amazonaws.com/doc/2011-06-15/"
 API_VERSION: Final = "2011-06-15"

@@ -11,13 +11,13 @@ from aiobotocore.session import get_session
 
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
-from gateway.accounts import Accounts
 from gateway.config import AccountSettings, BudgetSettings, EmulatorSettings
-from gateway.credentials import EMULATOR_BASE_CREDENTIALS, AccountSessions
+from gateway.core.accounts import Accounts
 from gateway.domain import BucketKey
 from gateway.emulator.server import Emulator
 from gateway.emulator.sts import Sts
-from gateway.upstream import AioUpstream, ClientSettings
+from gateway.upstream.aio import AioUpstream, ClientSettings
+from gateway.upstream.credentials import EMULATOR_BASE_CREDENTIALS, AccountSessions
 from tests.e2e.conftest import GatewayFactory, collect, error_info, states
 
 ROLE_ACCOUNT = "111111111111"

@@ -14,9 +14,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
-from gateway.accounts import Accounts
-from gateway.auth import Access, hash_token
-from gateway.client import TlsOptions, open_channel
 from gateway.config import (
     AccountSettings,
     AuthSettings,
@@ -24,9 +21,12 @@ from gateway.config import (
     CallerSettings,
     TlsSettings,
 )
+from gateway.core.accounts import Accounts
 from gateway.domain import Target
 from gateway.errors import ErrorKind, GatewayError
+from gateway.faces.auth import Access, hash_token
 from gateway.observability import configure_logging
+from gateway.tools.client import TlsOptions, open_channel
 from tests.e2e.conftest import GatewayFactory, collect, error_info, states
 
 A = "111111111111"

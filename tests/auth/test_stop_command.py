@@ -9,9 +9,9 @@ import sys
 
 import grpc
 
-from gateway.auth import hash_token
-from gateway.client import stop_many
 from gateway.config import AuthSettings, CallerSettings
+from gateway.faces.auth import hash_token
+from gateway.tools.client import stop_many
 from tests.e2e.conftest import GatewayFactory
 
 TOKEN = "stop-cmd-token-0a9b"

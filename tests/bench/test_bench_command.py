@@ -10,7 +10,7 @@ import pytest
 
 from gateway import cli
 from gateway.app import GatewayApp
-from gateway.bench import LoadOptions, distribution, run_against_target, run_in_process
+from gateway.tools.bench import LoadOptions, distribution, run_against_target, run_in_process
 from tests.e2e.conftest import make_settings
 
 #: ghz's top-level fields, which tools reading ghz's JSON rely on.

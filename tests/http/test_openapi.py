@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.app import GatewayApp
-from gateway.http_api import NDJSON, SSE
+from gateway.faces.http import NDJSON, SSE
 from tests.http.conftest import base_url
 
 #: The streaming routes: every answer they give must be one the document declares.

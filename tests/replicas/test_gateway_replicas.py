@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio
 
 from gateway.app import GatewayApp
-from gateway.coordination import RedisStopLock
+from gateway.core.coordination import RedisStopLock
 from gateway.domain import BucketKey, Target
 from gateway.emulator.server import Emulator
 from tests.conftest import REDIS_URL

@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio
 from redis.crc import key_slot
 
-from gateway.coordination import UNSHARED, LocalStopLock, RedisStopLock
+from gateway.core.coordination import UNSHARED, LocalStopLock, RedisStopLock
 from gateway.domain import Target
 from gateway.limiting.redis import RedisBuckets, fail_fast_client
 from tests.limiting.redis_server import RedisServer

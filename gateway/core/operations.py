@@ -8,15 +8,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import structlog
 
-from gateway.calls import BudgetedCaller
 from gateway.clock import Clock
 from gateway.config import CoreSettings
-from gateway.coordination import FOLLOW_RETRY_SECONDS, LocalStopLock, StopLock
+from gateway.core.calls import BudgetedCaller
+from gateway.core.coordination import FOLLOW_RETRY_SECONDS, LocalStopLock, StopLock
+from gateway.core.watching import Observation, Subscription, Watchers
 from gateway.domain import STOP_TERMINAL, ServerState, Stage, StateUpdate, Target
 from gateway.errors import ErrorKind, GatewayError, UpstreamError
 from gateway.limiting.base import Priority
-from gateway.upstream import Upstream
-from gateway.watching import Observation, Subscription, Watchers
+from gateway.upstream.aio import Upstream
 
 log = structlog.get_logger(__name__)
 
@@ -80,7 +80,7 @@ class _Flight:
         self._not_before = float("-inf")
         self._finished = asyncio.Event()
         self._subscription: Subscription | None = None
-        #: The stop lease (see gateway.coordination) while this flight holds it.
+        #: The stop lease (see gateway.core.coordination) while this flight holds it.
         self._lease: str | None = None
         self._follower: asyncio.Task[None] | None = None
 

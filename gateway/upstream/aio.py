@@ -63,7 +63,7 @@ CredentialsFor = Callable[[BucketKey], tuple[str, str, str | None] | None]
 
 
 #: The aiobotocore session whose credentials act on an account (an assumed role), or None for
-#: the upstream's own session (see gateway.credentials.AccountSessions).
+#: the upstream's own session (see gateway.upstream.credentials.AccountSessions).
 SessionFor = Callable[[str], AioSession | None]
 
 

@@ -21,8 +21,8 @@ from typing import Any, Literal
 import grpc
 from aiohttp import web
 
-from gateway.accounts import Accounts
 from gateway.config import ALL_ACCOUNTS, AuthSettings, TlsSettings
+from gateway.core.accounts import Accounts
 from gateway.domain import Target
 from gateway.errors import ErrorKind, GatewayError
 

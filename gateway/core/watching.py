@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from gateway.calls import BudgetedCaller
 from gateway.clock import Clock
 from gateway.config import WatchSettings
+from gateway.core.calls import BudgetedCaller
 from gateway.domain import BucketKey, ServerState, Target
 from gateway.errors import ErrorKind, GatewayError, UpstreamError
 from gateway.limiting.base import Priority
-from gateway.upstream import Upstream
+from gateway.upstream.aio import Upstream
 
 log = structlog.get_logger(__name__)
 

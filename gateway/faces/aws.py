@@ -12,16 +12,16 @@ from typing import Any, Protocol
 import structlog
 from aiohttp import web
 
-from gateway.auth import Access, request_caller
-from gateway.calls import BudgetedCaller
+from gateway import awsjson as protocol
+from gateway.awsjson import AwsError
+from gateway.core.calls import BudgetedCaller
+from gateway.core.operations import Core
+from gateway.core.validation import validate_target
 from gateway.domain import BucketKey, Stage, Target
-from gateway.emulator import protocol
-from gateway.emulator.protocol import AwsError
 from gateway.errors import AWS_CODES, ErrorKind, GatewayError, UpstreamError
+from gateway.faces.auth import Access, request_caller
 from gateway.limiting.base import Priority
 from gateway.observability import Metrics
-from gateway.operations import Core
-from gateway.validation import validate_target
 
 log = structlog.get_logger(__name__)
 

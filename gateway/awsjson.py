@@ -1,4 +1,4 @@
-"""AWS JSON 1.1 framing for the emulator: caller identity, request parsing, validation, errors."""
+"""AWS JSON 1.1 framing shared by the AWS face and the emulator: errors, bodies, identity."""
 
 from __future__ import annotations
 

@@ -740,8 +740,8 @@ __all__ = [
 
 def add_parser(sub: Any) -> None:
     """`transfer-gateway bench`'s flags (ghz's names where ghz has one)."""
-    from gateway.cli import add_emulator_flags
     from gateway.config import BudgetSettings
+    from gateway.emulator.flags import add_emulator_flags
 
     bench = sub.add_parser(
         "bench",
@@ -805,8 +805,8 @@ async def main(args: Any) -> int:
             args.target, args.emulator_url, options, progress=stderr_progress
         )
     else:
-        from gateway.cli import emulator_settings_from
         from gateway.config import BudgetSettings, CoreSettings, Settings
+        from gateway.emulator.flags import emulator_settings_from
         from gateway.observability import configure_logging
 
         configure_logging(args.log_level, "json")

@@ -17,14 +17,14 @@ from aiohttp import web
 from google.protobuf import json_format
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.auth import Access, request_caller
 from gateway.clock import Clock
+from gateway.core.operations import Core
+from gateway.core.validation import validate_target
 from gateway.domain import StateUpdate, Target
 from gateway.errors import ErrorKind, FieldViolation, GatewayError, InvalidArgument
-from gateway.messages import error_to_status, update_to_proto
+from gateway.faces.auth import Access, request_caller
+from gateway.faces.messages import error_to_status, update_to_proto
 from gateway.observability import Metrics
-from gateway.operations import Core
-from gateway.validation import validate_target
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +68,7 @@ class HttpApi:
         access: Access | None = None,
     ) -> None:
         self._core = core
-        #: Who may act on which account (gateway.auth); the app's middleware authenticated the
+        #: Who may act on which account (gateway.faces.auth); the app's middleware authenticated the
         #: caller already. None: anyone, on any account.
         self._access = access
         self._metrics = metrics

@@ -14,13 +14,13 @@ from grpc_status import rpc_status
 
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
-from gateway.auth import Access, grpc_caller
+from gateway.core.operations import Core
+from gateway.core.validation import validate_target
 from gateway.domain import StateUpdate, Target
 from gateway.errors import ErrorKind, GatewayError
-from gateway.messages import error_to_status, update_to_proto
+from gateway.faces.auth import Access, grpc_caller
+from gateway.faces.messages import error_to_status, update_to_proto
 from gateway.observability import Metrics
-from gateway.operations import Core
-from gateway.validation import validate_target
 
 log = structlog.get_logger(__name__)
 
@@ -46,7 +46,7 @@ class TransferGatewayService(pb_grpc.TransferGatewayServicer):
     def __init__(self, core: Core, metrics: Metrics, access: Access | None = None) -> None:
         self._core = core
         self._metrics = metrics
-        #: Who may call (gateway.auth); None: anyone, on any account (tests of the core alone).
+        #: Who may call (faces.auth); None: anyone, on any account (tests of the core alone).
         self._access = access
 
     async def StopServer(

@@ -1,0 +1,1 @@
+"""The core: operations as flights, watching, the retry policy, coordination, validation."""

@@ -1,0 +1,1 @@
+"""Tools beside the product: the load generator (bench) and the stop client."""

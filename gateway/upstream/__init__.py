@@ -1,0 +1,1 @@
+"""The upstream: Transfer Family through aiobotocore, and the credentials per account."""
