@@ -43,6 +43,7 @@ class ErrorKind(enum.Enum):
     UPSTREAM_UNAVAILABLE = _Row(StatusCode.UNAVAILABLE, 503, "UPSTREAM_UNAVAILABLE")
     UPSTREAM_INTERNAL = _Row(StatusCode.INTERNAL, 500, "UPSTREAM_INTERNAL")
     UPSTREAM_ACCESS_DENIED = _Row(StatusCode.PERMISSION_DENIED, 403, "UPSTREAM_ACCESS_DENIED")
+    UPSTREAM_REJECTED = _Row(StatusCode.FAILED_PRECONDITION, 400, "UPSTREAM_REJECTED")
     STOP_FAILED = _Row(StatusCode.ABORTED, 409, "STOP_FAILED")
     DEADLINE_EXCEEDED = _Row(StatusCode.DEADLINE_EXCEEDED, 504, "DEADLINE_EXCEEDED")
     SHUTTING_DOWN = _Row(StatusCode.UNAVAILABLE, 503, "SHUTTING_DOWN")
@@ -63,10 +64,20 @@ class ErrorKind(enum.Enum):
 
 
 #: AWS error codes (botocore's `Error.Code`) -> the row they become once our retries are spent.
+#: It covers every error botocore's transfer model declares for the operations the gateway
+#: calls (StopServer, StartServer, DescribeServer, ListServers: tests/upstream checks this with
+#: botocore's loader), the credential and signature errors AWS answers before any operation,
+#: ConflictException (other emulators' answer to a stop in the wrong state), and the throttling
+#: codes botocore's own retry logic knows. A code not here is classed by its HTTP status
+#: (see `kind_of_unknown`).
 AWS_CODES: Mapping[str, ErrorKind] = {
     "ResourceNotFoundException": ErrorKind.SERVER_NOT_FOUND,
     "InvalidRequestException": ErrorKind.STATE_CONFLICT,
+    "ConflictException": ErrorKind.STATE_CONFLICT,
     "ThrottlingException": ErrorKind.UPSTREAM_THROTTLED,
+    "Throttling": ErrorKind.UPSTREAM_THROTTLED,
+    "TooManyRequestsException": ErrorKind.UPSTREAM_THROTTLED,
+    "RequestLimitExceeded": ErrorKind.UPSTREAM_THROTTLED,
     "ServiceUnavailableException": ErrorKind.UPSTREAM_UNAVAILABLE,
     "InternalServiceError": ErrorKind.UPSTREAM_INTERNAL,
     "AccessDeniedException": ErrorKind.UPSTREAM_ACCESS_DENIED,
@@ -77,7 +88,29 @@ AWS_CODES: Mapping[str, ErrorKind] = {
     "InvalidSignatureException": ErrorKind.UPSTREAM_ACCESS_DENIED,
     "SignatureDoesNotMatch": ErrorKind.UPSTREAM_ACCESS_DENIED,
     "ValidationException": ErrorKind.INVALID_ARGUMENT,
+    # After ValidationException: the AWS face words our own INVALID_ARGUMENT as the first code.
+    "InvalidNextTokenException": ErrorKind.INVALID_ARGUMENT,
 }
+
+
+def kind_of_unknown(http_status: int | None) -> ErrorKind:
+    """The row of an AWS error code the table does not know, by the HTTP status AWS sent.
+
+    A 4xx is AWS's answer about this request: asking again gets the same answer, so it is
+    UPSTREAM_REJECTED and never retried (once it was UPSTREAM_INTERNAL, retried five times at
+    five tokens). Only 429 (too many requests) and 401/403 (who we are) mean something without
+    the code. A 503 is a passing outage; any other status, or none, is AWS failing (retried)."""
+    if http_status is None:
+        return ErrorKind.UPSTREAM_INTERNAL
+    if http_status == 429:
+        return ErrorKind.UPSTREAM_THROTTLED
+    if http_status in (401, 403):
+        return ErrorKind.UPSTREAM_ACCESS_DENIED
+    if 400 <= http_status < 500:
+        return ErrorKind.UPSTREAM_REJECTED
+    if http_status == 503:
+        return ErrorKind.UPSTREAM_UNAVAILABLE
+    return ErrorKind.UPSTREAM_INTERNAL
 
 
 @dataclass(frozen=True)
@@ -152,11 +185,27 @@ class UpstreamError(GatewayError):
 
 
 def from_aws(
-    code: str, message: str, *, request_id: str = "", retry_after: float | None = None
+    code: str,
+    message: str,
+    *,
+    request_id: str = "",
+    retry_after: float | None = None,
+    http_status: int | None = None,
 ) -> UpstreamError:
-    """An AWS error code as our error. A code the table does not know becomes UPSTREAM_INTERNAL:
-    our model of AWS is missing it, and ErrorInfo still carries the AWS code for the caller."""
-    kind = AWS_CODES.get(code, ErrorKind.UPSTREAM_INTERNAL)
+    """An AWS error code as our error. A code the table does not know is classed by the HTTP
+    status AWS answered with (`kind_of_unknown`); ErrorInfo still carries the AWS code (and
+    the status) for the caller."""
+    kind = AWS_CODES.get(code)
+    metadata: dict[str, str] = {}
+    if kind is None:
+        kind = kind_of_unknown(http_status)
+        if http_status is not None:
+            metadata["aws_http_status"] = str(http_status)
     return UpstreamError(
-        kind, message or code, aws_code=code, aws_request_id=request_id, retry_after=retry_after
+        kind,
+        message or code,
+        aws_code=code,
+        aws_request_id=request_id,
+        retry_after=retry_after,
+        metadata=metadata,
     )

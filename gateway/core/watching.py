@@ -35,11 +35,13 @@ class Observation:
 Listener = Callable[[Observation | GatewayError], None]
 
 #: Errors that end a server's watch; other poll failures (throttling, 5xx after retries) are
-#: passing, and the next poll tries again.
+#: passing, and the next poll tries again. An AWS 4xx the table does not know (UPSTREAM_REJECTED)
+#: is an answer: the next poll would get it again.
 _FATAL = frozenset(
     {
         ErrorKind.SERVER_NOT_FOUND,
         ErrorKind.UPSTREAM_ACCESS_DENIED,
+        ErrorKind.UPSTREAM_REJECTED,
         ErrorKind.INVALID_ARGUMENT,
         ErrorKind.ACCOUNT_NOT_CONFIGURED,
     }

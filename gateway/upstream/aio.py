@@ -186,11 +186,20 @@ def _from_client_error(exc: ClientError) -> UpstreamError:
     error = response.get("Error", {})
     code = str(error.get("Code", "Unknown"))
     message = str(error.get("Message", "") or "")
-    request_id = str(response.get("ResponseMetadata", {}).get("RequestId", ""))
+    metadata = response.get("ResponseMetadata", {})
+    request_id = str(metadata.get("RequestId", ""))
+    status = metadata.get("HTTPStatusCode")
     # botocore puts a modeled error's members at the top of the response.
     raw_retry = response.get("RetryAfterSeconds", error.get("RetryAfterSeconds"))
     retry_after: float | None = None
     if raw_retry is not None:
         with contextlib.suppress(TypeError, ValueError):
             retry_after = max(0.0, float(raw_retry))
-    return from_aws(code, message, request_id=request_id, retry_after=retry_after)
+    return from_aws(
+        code,
+        message,
+        request_id=request_id,
+        retry_after=retry_after,
+        # An unknown code is classed by its status: a 4xx is an answer, not a failure.
+        http_status=status if isinstance(status, int) else None,
+    )

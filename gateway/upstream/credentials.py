@@ -153,8 +153,15 @@ def _sts_error(exc: ClientError, what: str) -> UpstreamError:
     """STS's error as ours. Only the code and AWS's message: never the request's parameters."""
     error = exc.response.get("Error", {})
     code = str(error.get("Code", "Unknown"))
-    request_id = str(exc.response.get("ResponseMetadata", {}).get("RequestId", ""))
-    return from_aws(code, f"{what}: {error.get('Message', code)}", request_id=request_id)
+    metadata = exc.response.get("ResponseMetadata", {})
+    request_id = str(metadata.get("RequestId", ""))
+    status = metadata.get("HTTPStatusCode")
+    return from_aws(
+        code,
+        f"{what}: {error.get('Message', code)}",
+        request_id=request_id,
+        http_status=status if isinstance(status, int) else None,
+    )
 
 
 __all__ = ["EMULATOR_BASE_CREDENTIALS", "ROLE_SESSION_NAME", "AccountSessions"]

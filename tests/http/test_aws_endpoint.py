@@ -121,6 +121,22 @@ class TestBoto3:
         assert 2 <= int(caught.value.response["RetryAfterSeconds"]) <= 11
         assert app.emulator.calls("StopServer") == 1
 
+    async def test_a_bad_next_token_is_one_call_and_a_400(self, gateway: GatewayApp) -> None:
+        """ListServers with a NextToken AWS does not know is AWS's answer, not a failure: one
+        upstream call (no retry, one token), and the caller gets the 400
+        InvalidNextTokenException AWS gave, with its request id."""
+        assert gateway.emulator is not None
+        gateway.emulator.create_servers(2)
+        client = _client(gateway)
+        with pytest.raises(ClientError) as caught:
+            await asyncio.to_thread(client.list_servers, NextToken="not-a-token-aws-gave")
+        assert _error(caught.value)["Code"] == "InvalidNextTokenException"
+        assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        assert caught.value.response["ResponseMetadata"]["RequestId"]
+        assert gateway.emulator.calls("ListServers") == 1
+        attempts = gateway.metrics.upstream_calls.labels("ListServers", "INVALID_ARGUMENT")
+        assert attempts._value.get() == 1
+
     async def test_concurrent_aws_and_http_stops_share_one_upstream_stop(
         self, gateway_factory: GatewayFactory, client: aiohttp.ClientSession
     ) -> None:
