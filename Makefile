@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PROTO_OUT := gateway/_proto
+# google/api/annotations.proto and http.proto: shipped by googleapis-common-protos (a runtime
+# dependency), found where that package is installed.
+GOOGLEAPIS = $(shell $(BIN)/python -c 'import google.api.annotations_pb2 as m, pathlib; print(pathlib.Path(m.__file__).parents[2])')
+# buf (the protobuf linter) from npm, pinned by tools/buf/package-lock.json.
+BUF := tools/buf/node_modules/.bin/buf
 
-.PHONY: setup run test lint typecheck proto proto-check bench clean
+.PHONY: setup run test lint lint-proto typecheck proto proto-check bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +36,7 @@ typecheck: setup
 # generated module into one that works inside the `gateway` package.
 proto: setup
 	rm -rf $(PROTO_OUT)/transfer_gateway
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -I protos \
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -I protos -I $(GOOGLEAPIS) \
 		--python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
 		--mypy_out=$(PROTO_OUT) --mypy_grpc_out=$(PROTO_OUT) \
 		protos/transfer_gateway/v1/gateway.proto
@@ -46,6 +51,22 @@ proto-check: setup
 	if ! diff -r $$tmp/before $(PROTO_OUT) >/dev/null; then \
 		echo "generated protobuf code is out of date: run 'make proto' and commit"; \
 		diff -r $$tmp/before $(PROTO_OUT) | head -20; rm -rf $$tmp; exit 1; fi; rm -rf $$tmp
+
+$(BUF): tools/buf/package.json tools/buf/package-lock.json
+	npm ci --prefix tools/buf --no-audit --no-fund --silent
+	touch $@
+
+# buf lint (STANDARD rules, exceptions with their reasons in protos/buf.yaml). buf reads an image
+# that protoc builds, since its own way to find google/api (the Buf Schema Registry) is not
+# reachable from here; --path keeps the lint to our files, not the imported googleapis ones.
+lint-proto: setup $(BUF)
+	@tmp=$$(mktemp -d) && \
+	$(BIN)/python -m grpc_tools.protoc -I protos -I $(GOOGLEAPIS) --include_imports \
+		--include_source_info --descriptor_set_out=$$tmp/image.binpb \
+		protos/transfer_gateway/v1/gateway.proto && \
+	$(BUF) lint $$tmp/image.binpb --config protos/buf.yaml \
+		--path transfer_gateway/v1/gateway.proto; \
+	rc=$$?; rm -rf $$tmp; exit $$rc
 
 bench: setup
 	$(BIN)/python -m bench

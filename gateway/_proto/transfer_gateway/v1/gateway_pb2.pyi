@@ -138,6 +138,11 @@ Global___WatchServerRequest: _TypeAlias = WatchServerRequest  # noqa: Y015
 class ServerStateUpdate(_message.Message):
     """ServerStateUpdate is one event of a stream: sent at once when the stream starts, then once per
     change of state or stage.
+
+    Field names: new fields follow the AIPs (AIP-140 lower_snake_case; AIP-142 `*_time` for a
+    Timestamp and `*_duration` for a Duration). `observed_at` and `budget_wait` predate that and
+    keep their names: the binary wire would allow a rename, but their JSON names (`observedAt`,
+    `budgetWait`) are what the HTTP face's NDJSON and SSE streams carry.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

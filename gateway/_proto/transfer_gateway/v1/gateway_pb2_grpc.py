@@ -61,6 +61,8 @@ class TransferGatewayServicer:
         terminal update is sent first, then the call ends with ABORTED (ErrorInfo reason STOP_FAILED).
         Concurrent calls for the same server share one upstream StopServer and one watch.
         Errors follow the gateway's error table (docs/errors.md), each with google.rpc.ErrorInfo.
+        Over HTTP (docs/http.md): the server id from the path, accountId and region from the JSON
+        body; the stream is NDJSON or, with Accept: text/event-stream, server-sent events.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -69,6 +71,7 @@ class TransferGatewayServicer:
     def WatchServer(self, request, context):
         """WatchServer streams a server's state without changing it: the current state at once, then
         every change, until the state is terminal for a stop (OFFLINE, STOP_FAILED) or the deadline.
+        Over HTTP: the server id from the path, accountId and region as query parameters.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

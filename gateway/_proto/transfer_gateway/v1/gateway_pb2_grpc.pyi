@@ -42,10 +42,13 @@ class TransferGatewayStub:
     terminal update is sent first, then the call ends with ABORTED (ErrorInfo reason STOP_FAILED).
     Concurrent calls for the same server share one upstream StopServer and one watch.
     Errors follow the gateway's error table (docs/errors.md), each with google.rpc.ErrorInfo.
+    Over HTTP (docs/http.md): the server id from the path, accountId and region from the JSON
+    body; the stream is NDJSON or, with Accept: text/event-stream, server-sent events.
     """
     WatchServer: _grpc.UnaryStreamMultiCallable[_gateway_pb2.WatchServerRequest, _gateway_pb2.ServerStateUpdate]
     """WatchServer streams a server's state without changing it: the current state at once, then
     every change, until the state is terminal for a stop (OFFLINE, STOP_FAILED) or the deadline.
+    Over HTTP: the server id from the path, accountId and region as query parameters.
     """
 
 @_typing.type_check_only
@@ -62,10 +65,13 @@ class TransferGatewayAsyncStub(TransferGatewayStub):
     terminal update is sent first, then the call ends with ABORTED (ErrorInfo reason STOP_FAILED).
     Concurrent calls for the same server share one upstream StopServer and one watch.
     Errors follow the gateway's error table (docs/errors.md), each with google.rpc.ErrorInfo.
+    Over HTTP (docs/http.md): the server id from the path, accountId and region from the JSON
+    body; the stream is NDJSON or, with Accept: text/event-stream, server-sent events.
     """
     WatchServer: _aio.UnaryStreamMultiCallable[_gateway_pb2.WatchServerRequest, _gateway_pb2.ServerStateUpdate]  # type: ignore[assignment]
     """WatchServer streams a server's state without changing it: the current state at once, then
     every change, until the state is terminal for a stop (OFFLINE, STOP_FAILED) or the deadline.
+    Over HTTP: the server id from the path, accountId and region as query parameters.
     """
 
 class TransferGatewayServicer(metaclass=_abc_1.ABCMeta):
@@ -85,6 +91,8 @@ class TransferGatewayServicer(metaclass=_abc_1.ABCMeta):
         terminal update is sent first, then the call ends with ABORTED (ErrorInfo reason STOP_FAILED).
         Concurrent calls for the same server share one upstream StopServer and one watch.
         Errors follow the gateway's error table (docs/errors.md), each with google.rpc.ErrorInfo.
+        Over HTTP (docs/http.md): the server id from the path, accountId and region from the JSON
+        body; the stream is NDJSON or, with Accept: text/event-stream, server-sent events.
         """
 
     @_abc_1.abstractmethod
@@ -95,6 +103,7 @@ class TransferGatewayServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_gateway_pb2.ServerStateUpdate], _abc.AsyncIterator[_gateway_pb2.ServerStateUpdate]]:
         """WatchServer streams a server's state without changing it: the current state at once, then
         every change, until the state is terminal for a stop (OFFLINE, STOP_FAILED) or the deadline.
+        Over HTTP: the server id from the path, accountId and region as query parameters.
         """
 
 def add_TransferGatewayServicer_to_server(servicer: TransferGatewayServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
