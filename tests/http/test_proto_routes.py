@@ -20,9 +20,9 @@ def _declared() -> dict[str, tuple[str, str, str]]:
         verb = rule.WhichOneof("pattern")
         assert verb is not None, f"{method.name} has no google.api.http annotation"
         template = getattr(rule, verb)
-        fields = method.input_type.fields_by_name
         # A path variable names a proto field; the route names it by its JSON name.
-        path = re.sub(r"\{(\w+)\}", lambda m: "{" + fields[m.group(1)].json_name + "}", template)
+        json_names = {f.name: f.json_name for f in method.input_type.fields}
+        path = re.sub(r"\{(\w+)\}", lambda m, n=json_names: "{" + n[m.group(1)] + "}", template)
         out[method.name] = (verb.upper(), path, rule.body)
     return out
 
