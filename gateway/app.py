@@ -20,7 +20,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import AccountSettings, CoreSettings, Settings
 from gateway.core.accounts import Accounts
 from gateway.core.calls import BudgetedCaller
-from gateway.core.coordination import LocalStopLock, RedisStopLock, StopLock
+from gateway.core.coordination import Leases, LocalLeases, RedisLeases
 from gateway.core.operations import Core
 from gateway.domain import BucketKey
 from gateway.emulator.server import Emulator
@@ -80,11 +80,11 @@ class GatewayApp:
         self.accounts = Accounts(settings.accounts, budget, open=settings.upstream == "emulator")
         self.access = Access(settings.auth, self.accounts, mtls=bool(settings.tls.client_ca_file))
         self.sessions: AccountSessions | None = None
-        #: With limiter = "redis": the client (shared by buckets and stop lock), the buckets
+        #: With limiter = "redis": the client (shared by buckets and leases), the buckets
         #: that survive its outages, and the task that probes it (see _watch_budget_store).
         self.redis: redis.asyncio.Redis | None = None
         self.budget_store: FallbackBuckets | None = None
-        self.stop_lock: StopLock = LocalStopLock()
+        self.leases: Leases = LocalLeases()
         self._store_watch: asyncio.Task[None] | None = None
         self._serving_status: int | None = None
         buckets: Bucket = LocalBuckets(self.clock)
@@ -149,7 +149,7 @@ class GatewayApp:
             self.upstream,
             self.clock,
             on_budget_wait=self.metrics.budget_wait.observe,
-            stop_lock=self.stop_lock,
+            leases=self.leases,
         )
         self.ready_checks.setdefault("upstream", self._upstream_reachable(endpoint_url))
         if self.budget_store is not None:
@@ -192,10 +192,10 @@ class GatewayApp:
 
     def _redis_buckets(self) -> FallbackBuckets:
         """Buckets in Redis, shared by every replica, behind the outage mode of the settings;
-        the stop lock on the same client (one connection pool for both)."""
+        the operations' leases on the same client (one connection pool for both)."""
         s = self.settings
         self.redis = fail_fast_client(s.redis_url)
-        self.stop_lock = RedisStopLock(
+        self.leases = RedisLeases(
             self.redis, prefix=s.redis_prefix, lease_seconds=s.stop_lease_seconds
         )
         self.budget_store = FallbackBuckets(
@@ -362,7 +362,7 @@ class GatewayApp:
         if self._http is not None:
             await self._http.cleanup()
         await self.limiter.close()
-        await self.stop_lock.close()
+        await self.leases.close()
         if self.redis is not None:
             await self.redis.aclose()
         if self.upstream is not None:

@@ -26,15 +26,15 @@ class ServerState(enum.StrEnum):
             return cls.UNKNOWN
 
 
-#: States that end a stop: the server will not change again without a new request.
-STOP_TERMINAL = frozenset({ServerState.OFFLINE, ServerState.STOP_FAILED})
-
-
 class Stage(enum.Enum):
-    """The gateway's own progress on one request."""
+    """The gateway's own progress on one request, whatever the operation.
+
+    REQUESTED is "AWS accepted the operation's call (or said it is under way already)"; each
+    operation names it on the wire (StopServer: STOP_REQUESTED, see StateUpdate.stage_name),
+    so the proto keeps one value per operation while the core has one stage for all."""
 
     WAITING_FOR_BUDGET = "WAITING_FOR_BUDGET"
-    STOP_REQUESTED = "STOP_REQUESTED"
+    REQUESTED = "REQUESTED"
     WATCHING = "WATCHING"
     DONE = "DONE"
 
@@ -74,3 +74,11 @@ class StateUpdate:
     terminal: bool = False
     aws_request_id: str = ""
     budget_wait: float = 0.0
+    #: The stage as the wire names it (the operation's name for REQUESTED, e.g.
+    #: "STOP_REQUESTED"); empty: the stage's own name.
+    stage_name: str = ""
+
+    @property
+    def wire_stage(self) -> str:
+        """`stage_name`, or the stage's own name when the core gave none."""
+        return self.stage_name or self.stage.name

@@ -1,4 +1,4 @@
-"""The core: stop and watch operations, single flight per server, fanned out to every caller."""
+"""The core: flights driven by operation descriptors, single flight per server, fanned out."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import structlog
 from gateway.clock import Clock
 from gateway.config import CoreSettings
 from gateway.core.calls import BudgetedCaller
-from gateway.core.coordination import FOLLOW_RETRY_SECONDS, LocalStopLock, StopLock
+from gateway.core.coordination import FOLLOW_RETRY_SECONDS, Leases, LocalLeases
+from gateway.core.operation import STOP, WATCH, Operation
 from gateway.core.watching import Observation, Subscription, Watchers
-from gateway.domain import STOP_TERMINAL, ServerState, Stage, StateUpdate, Target
+from gateway.domain import ServerState, Stage, StateUpdate, Target
 from gateway.errors import ErrorKind, GatewayError, UpstreamError
 from gateway.limiting.base import Priority
 from gateway.upstream.aio import Upstream
@@ -27,14 +28,10 @@ class _End:
 
 _END = _End()
 _Item = StateUpdate | GatewayError | _End
-#: States in which a follower has seen no sign of the stop it follows (see _Flight._follow).
-_NOT_STOPPING = frozenset(
-    {ServerState.UNKNOWN, ServerState.ONLINE, ServerState.STARTING, ServerState.START_FAILED}
-)
 
 
 class _Fanout:
-    """Updates for every caller of one stop or watch: each joiner gets the latest update at
+    """Updates for every caller of one flight: each joiner gets the latest update at
     once, then every later one; the end (or the error) reaches all of them."""
 
     def __init__(self) -> None:
@@ -67,12 +64,13 @@ class _Fanout:
 
 
 class _Flight:
-    """One stop or watch of one server, shared by every concurrent caller (single flight)."""
+    """One operation on one server, shared by every concurrent caller (single flight): the
+    operation's upstream call, if it has one, then a watch until one of its terminal states."""
 
-    def __init__(self, core: Core, target: Target, kind: str) -> None:
+    def __init__(self, core: Core, target: Target, operation: Operation) -> None:
         self.core = core
         self.target = target
-        self.kind = kind
+        self.op = operation
         self.fanout = _Fanout()
         self.task: asyncio.Task[None] | None = None
         self.aws_request_id = ""
@@ -80,7 +78,7 @@ class _Flight:
         self._not_before = float("-inf")
         self._finished = asyncio.Event()
         self._subscription: Subscription | None = None
-        #: The stop lease (see gateway.core.coordination) while this flight holds it.
+        #: The operation's lease (see gateway.core.coordination) while this flight holds it.
         self._lease: str | None = None
         self._follower: asyncio.Task[None] | None = None
 
@@ -94,6 +92,7 @@ class _Flight:
             terminal=terminal,
             aws_request_id=self.aws_request_id,
             budget_wait=self.budget_wait,
+            stage_name=self.op.stage_name(stage),
         )
 
     def _state(self) -> ServerState:
@@ -107,8 +106,8 @@ class _Flight:
     # -- the work ---------------------------------------------------------------------------
     async def run(self, deadline: float | None) -> None:
         try:
-            if self.kind == "stop":
-                await self._request_stop(deadline)
+            if self.op.changes:
+                await self._request(deadline)
             if self.fanout.final is None:
                 await self._watch()
         except GatewayError as exc:
@@ -126,33 +125,34 @@ class _Flight:
                     await self._follower
             self.core._forget(self)
             if self._lease is not None:
-                await self.core.stop_lock.release(self.target, self._lease)
+                await self.core.leases.release(self.op.lease, self.target, self._lease)
 
-    async def _request_stop(self, deadline: float | None) -> None:
-        self._lease = await self.core.stop_lock.acquire(self.target)
+    async def _request(self, deadline: float | None) -> None:
+        self._lease = await self.core.leases.acquire(self.op.lease, self.target)
         if self._lease is None:
-            # Another replica holds the lease and sends this server's StopServer: follow its
-            # stop (the watch below streams the same states) instead of a second upstream call.
-            self.fanout.publish(self._update(ServerState.UNKNOWN, Stage.STOP_REQUESTED))
+            # Another replica holds the lease and sends this server's call: follow it (the
+            # watch below streams the same states) instead of a second upstream call.
+            self.fanout.publish(self._update(ServerState.UNKNOWN, Stage.REQUESTED))
             self._follower = asyncio.create_task(
                 self._follow(deadline), name=f"follow {self.target.server_id}"
             )
             return
-        await self._send_stop(deadline)
+        await self._send(deadline)
 
     async def _follow(self, deadline: float | None) -> None:
-        """While the server shows no sign of stopping, retry the lease: if the replica holding
-        it gave up (its callers left, its budget wait could not fit) or died (the lease
-        expired), this flight takes the lease over and sends the StopServer itself."""
+        """While the server shows no sign of the operation, retry the lease: if the replica
+        holding it gave up (its callers left, its budget wait could not fit) or died (the lease
+        expired), this flight takes the lease over and sends the call itself."""
         core = self.core
+        not_yet = self.op.not_yet
         try:
-            while self.fanout.final is None and self._state() in _NOT_STOPPING:
+            while self.fanout.final is None and self._state() in not_yet:
                 await core.clock.sleep(FOLLOW_RETRY_SECONDS)
-                if self.fanout.final is not None or self._state() not in _NOT_STOPPING:
+                if self.fanout.final is not None or self._state() not in not_yet:
                     return
-                self._lease = await core.stop_lock.acquire(self.target)
+                self._lease = await core.leases.acquire(self.op.lease, self.target)
                 if self._lease is not None:
-                    await self._send_stop(deadline)
+                    await self._send(deadline)
                     return
         except GatewayError as exc:
             self._end(exc)
@@ -160,8 +160,10 @@ class _Flight:
             log.exception("flight.follow_crashed", server=self.target.server_id)
             self._end(GatewayError(ErrorKind.INTERNAL, "internal error in the gateway"))
 
-    async def _send_stop(self, deadline: float | None) -> None:
+    async def _send(self, deadline: float | None) -> None:
         core = self.core
+        call = self.op.call
+        assert call is not None  # only flights that change anything get here
 
         def queued() -> None:
             self.fanout.publish(self._update(ServerState.UNKNOWN, Stage.WAITING_FOR_BUDGET))
@@ -170,22 +172,22 @@ class _Flight:
         try:
             self.aws_request_id, self.budget_wait = await core.caller.call(
                 self.target.bucket,
-                "StopServer",
-                lambda: core.finish_even_if_draining(core.upstream.stop_server(self.target)),
-                priority=Priority.STOP,
+                self.op.name,
+                lambda: core.finish_even_if_draining(call(core.upstream, self.target)),
+                priority=Priority.CHANGE,
                 deadline=deadline,
                 on_queued=queued,
             )
         except UpstreamError as exc:
-            if exc.kind is not ErrorKind.STATE_CONFLICT:
+            if exc.kind not in self.op.look_on:
                 raise
-            # AWS refused: the server may already be stopping or stopped (AWS does not document
+            # AWS refused: the server may already be there or on its way (AWS does not document
             # which answer StopServer gives then), so look before reporting a failure.
             self.aws_request_id = exc.aws_request_id
             await self._after_refusal(exc, deadline)
             return
         self._not_before = sent_at
-        self.fanout.publish(self._update(ServerState.UNKNOWN, Stage.STOP_REQUESTED))
+        self.fanout.publish(self._update(ServerState.UNKNOWN, Stage.REQUESTED))
 
     async def _after_refusal(self, refusal: UpstreamError, deadline: float | None) -> None:
         core = self.core
@@ -197,16 +199,17 @@ class _Flight:
             priority=Priority.POLL,
             deadline=deadline,
         )
-        if state is ServerState.OFFLINE:
+        if state in self.op.done:
             self.fanout.publish(self._update(state, Stage.DONE, terminal=True))
             self._end(_END)
-        elif state is ServerState.STOPPING:
+        elif state in self.op.transitional:
             self._not_before = looked_at
-            self.fanout.publish(self._update(state, Stage.STOP_REQUESTED))
+            self.fanout.publish(self._update(state, Stage.REQUESTED))
         else:
             raise UpstreamError(
                 ErrorKind.STATE_CONFLICT,
-                f"AWS refused to stop {self.target.server_id} in state {state}: {refusal.message}",
+                f"AWS refused to {self.op.verb} {self.target.server_id} in state {state}:"
+                f" {refusal.message}",
                 aws_code=refusal.aws_code,
                 aws_request_id=refusal.aws_request_id,
                 metadata={"state": str(state)},
@@ -215,7 +218,11 @@ class _Flight:
     async def _watch(self) -> None:
         core = self.core
         self._subscription = core.watchers.subscribe(
-            self.target, self._on_observation, eager=self.kind == "watch"
+            # A watch knows nothing yet and wants a first state soon; a change has just been
+            # sent, and the poller's own pace (fast right after it) serves it.
+            self.target,
+            self._on_observation,
+            eager=not self.op.changes,
         )
         try:
             async with asyncio.timeout(core.settings.watch.max_watch_seconds):
@@ -232,15 +239,15 @@ class _Flight:
             self._end(item)
             return
         if item.at < self._not_before or self.fanout.final is not None:
-            return  # read before our StopServer: it says nothing about this stop
+            return  # read before our call: it says nothing about this flight
         state = item.state
-        if state in STOP_TERMINAL:
+        if state in self.op.terminal:
             self.fanout.publish(self._update(state, Stage.DONE, terminal=True))
-            if state is ServerState.STOP_FAILED and self.kind == "stop":
+            if state is self.op.failed and self.op.failure is not None:
                 self._end(
                     GatewayError(
-                        ErrorKind.STOP_FAILED,
-                        f"{self.target.server_id} ended in STOP_FAILED",
+                        self.op.failure,
+                        f"{self.target.server_id} ended in {state}",
                         {"aws_request_id": self.aws_request_id} if self.aws_request_id else {},
                     )
                 )
@@ -251,8 +258,9 @@ class _Flight:
 
 
 class Core:
-    """Stops and watches servers for every transport. It depends only on the Limiter (through
-    the BudgetedCaller) and Upstream protocols, so tests and the emulator plug in directly."""
+    """Runs operations (gateway.core.operation: stop, watch, ...) for every face. It depends
+    only on the Limiter (through the BudgetedCaller), Upstream and Leases protocols, so tests
+    and the emulator plug in directly."""
 
     def __init__(
         self,
@@ -262,15 +270,16 @@ class Core:
         clock: Clock,
         *,
         on_budget_wait: Callable[[float], None] | None = None,
-        stop_lock: StopLock | None = None,
+        leases: Leases | None = None,
     ) -> None:
         self.settings = settings
-        #: Decides which replica sends a server's StopServer (one replica: always this one).
-        self.stop_lock: StopLock = stop_lock or LocalStopLock()
+        #: Decides which replica sends a server's call (one replica: always this one).
+        self.leases: Leases = leases or LocalLeases()
         self.caller = caller
         self.upstream = upstream
         self.clock = clock
         self.watchers = Watchers(caller, upstream, settings.watch, clock)
+        #: The open flight of each (operation name, server).
         self._flights: dict[tuple[str, Target], _Flight] = {}
         self._on_budget_wait = on_budget_wait
         self._closing = False
@@ -286,26 +295,31 @@ class Core:
         """Stop `target` and stream its state until OFFLINE (ends normally) or a failure (raises
         GatewayError; STOP_FAILED is raised after its terminal update). `deadline` is on the
         core's monotonic clock."""
-        return self._stream("stop", target, deadline)
+        return self.run(STOP, target, deadline=deadline)
 
     def watch(self, target: Target, *, deadline: float | None = None) -> AsyncIterator[StateUpdate]:
         """Stream `target`'s state without changing it, until OFFLINE or STOP_FAILED."""
-        return self._stream("watch", target, deadline)
+        return self.run(WATCH, target, deadline=deadline)
 
-    async def _stream(
-        self, kind: str, target: Target, deadline: float | None
+    async def run(
+        self, operation: Operation, target: Target, *, deadline: float | None = None
     ) -> AsyncIterator[StateUpdate]:
+        """Run `operation` on `target` and stream its updates until one of its terminal states:
+        ends normally on a `done` state, raises its `failure` after a `failed` state's terminal
+        update, raises GatewayError on any other failure. Concurrent callers of the same
+        (operation, server) share one flight. `deadline` is on the core's monotonic clock."""
         if self._closing:
             raise GatewayError(ErrorKind.SHUTTING_DOWN, "the gateway is shutting down")
-        flight = self._flights.get((kind, target))
+        key = (operation.name, target)
+        flight = self._flights.get(key)
         if flight is None:
-            flight = self._flights[(kind, target)] = _Flight(self, target, kind)
+            flight = self._flights[key] = _Flight(self, target, operation)
             self._idle.clear()
             budget_deadline = deadline
             if budget_deadline is None:
                 budget_deadline = self.clock.monotonic() + self.settings.budget.max_wait_seconds
             flight.task = asyncio.create_task(
-                flight.run(budget_deadline), name=f"{kind} {target.server_id}"
+                flight.run(budget_deadline), name=f"{operation.name} {target.server_id}"
             )
         queue = flight.fanout.join()
         try:
@@ -339,17 +353,17 @@ class Core:
             ) from None
 
     def _forget(self, flight: _Flight) -> None:
-        key = (flight.kind, flight.target)
+        key = (flight.op.name, flight.target)
         if self._flights.get(key) is flight:
             del self._flights[key]
         if not self._flights:
             self._idle.set()
-        if flight.kind == "stop" and self._on_budget_wait is not None and flight.aws_request_id:
+        if flight.op.changes and self._on_budget_wait is not None and flight.aws_request_id:
             self._on_budget_wait(flight.budget_wait)
 
     async def finish_even_if_draining(self, call: Awaitable[str]) -> str:
-        """Run an upstream StopServer that a drain will not cut short: cancelled mid-call, it
-        would leave nobody knowing whether AWS took it. `close` waits for these."""
+        """Run an upstream change (StopServer) that a drain will not cut short: cancelled
+        mid-call, it would leave nobody knowing whether AWS took it. `close` waits for these."""
         future = asyncio.ensure_future(call)
         self._must_finish.add(future)
         future.add_done_callback(self._must_finish.discard)
@@ -358,7 +372,7 @@ class Core:
     async def close(self, grace: float = 0.0) -> None:
         """Drain: refuse new streams at once (SHUTTING_DOWN), give the open ones up to `grace`
         seconds to end on their own, then send each the last state seen and end it with
-        SHUTTING_DOWN; StopServer calls in flight are finished, every watcher stopped."""
+        SHUTTING_DOWN; upstream changes in flight are finished, every watcher stopped."""
         self._closing = True
         if grace > 0 and self._flights:
             with contextlib.suppress(TimeoutError):

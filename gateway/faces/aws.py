@@ -194,7 +194,7 @@ class AwsApi:
             key,
             operation,
             lambda: self._upstream.call_raw(key, method, **params),
-            priority=Priority.STOP,
+            priority=Priority.CHANGE,
             deadline=deadline,
         )
         out = {k: v for k, v in response.items() if k != "ResponseMetadata"}

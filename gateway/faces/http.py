@@ -17,6 +17,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway.clock import Clock
 from gateway.core.operations import Core
 from gateway.core.validation import validate_target
@@ -498,16 +499,8 @@ def openapi_document() -> dict[str, Any]:
                                 "SERVER_STATE_STOP_FAILED",
                             ],
                         },
-                        "stage": {
-                            "type": "string",
-                            "enum": [
-                                "STAGE_UNSPECIFIED",
-                                "STAGE_WAITING_FOR_BUDGET",
-                                "STAGE_STOP_REQUESTED",
-                                "STAGE_WATCHING",
-                                "STAGE_DONE",
-                            ],
-                        },
+                        # From the proto, so a new operation's stage shows up by itself.
+                        "stage": {"type": "string", "enum": list(pb.Stage.keys())},
                         "observedAt": {"type": "string", "format": "date-time"},
                         "terminal": {"type": "boolean"},
                         "awsRequestId": {"type": "string"},

@@ -7,7 +7,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
-from gateway.domain import ServerState, Stage, StateUpdate
+from gateway.domain import ServerState, StateUpdate
 from gateway.errors import ERROR_DOMAIN, GatewayError
 
 _STATES: dict[ServerState, pb.ServerState.ValueType] = {
@@ -19,12 +19,12 @@ _STATES: dict[ServerState, pb.ServerState.ValueType] = {
     ServerState.START_FAILED: pb.SERVER_STATE_START_FAILED,
     ServerState.STOP_FAILED: pb.SERVER_STATE_STOP_FAILED,
 }
-_STAGES: dict[Stage, pb.Stage.ValueType] = {
-    Stage.WAITING_FOR_BUDGET: pb.STAGE_WAITING_FOR_BUDGET,
-    Stage.STOP_REQUESTED: pb.STAGE_STOP_REQUESTED,
-    Stage.WATCHING: pb.STAGE_WATCHING,
-    Stage.DONE: pb.STAGE_DONE,
-}
+
+
+def stage_to_proto(update: StateUpdate) -> pb.Stage.ValueType:
+    """The proto Stage the update's wire name stands for: `STAGE_` + its name, so a new
+    operation's REQUESTED stage (STAGE_START_REQUESTED, ...) needs only its proto value."""
+    return pb.Stage.Value(f"STAGE_{update.wire_stage}")
 
 
 def update_to_proto(update: StateUpdate) -> pb.ServerStateUpdate:
@@ -37,7 +37,7 @@ def update_to_proto(update: StateUpdate) -> pb.ServerStateUpdate:
         account_id=update.target.account_id,
         region=update.target.region,
         state=_STATES[update.state],
-        stage=_STAGES[update.stage],
+        stage=stage_to_proto(update),
         observed_at=observed,
         terminal=update.terminal,
         aws_request_id=update.aws_request_id,

@@ -14,11 +14,12 @@ RateFor = Callable[[BucketKey], tuple[float, int]]
 
 
 class Priority(enum.IntEnum):
-    """Polls go before stops: a poll serves every watcher of an account, and a watch starved
-    behind a long queue of stops would report OFFLINE servers late."""
+    """Polls go before changes (StopServer, and every call a caller asked for): a poll serves
+    every watcher of an account, and a watch starved behind a long queue of stops would report
+    OFFLINE servers late."""
 
     POLL = 0
-    STOP = 1
+    CHANGE = 1
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Limiter(Protocol):
         key: BucketKey,
         *,
         deadline: float | None,
-        priority: Priority = Priority.STOP,
+        priority: Priority = Priority.CHANGE,
         on_queued: Callable[[], None] | None = None,
     ) -> float:
         """Wait for one token and return the seconds waited. `deadline` is on the limiter's

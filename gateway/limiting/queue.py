@@ -58,7 +58,7 @@ class QueuedLimiter:
         key: BucketKey,
         *,
         deadline: float | None,
-        priority: Priority = Priority.STOP,
+        priority: Priority = Priority.CHANGE,
         on_queued: Callable[[], None] | None = None,
     ) -> float:
         self._seen.add(key)

@@ -33,8 +33,12 @@ class Page:
 
 
 class Upstream(Protocol):
-    """The three Transfer Family calls the core makes. Errors are UpstreamError (mapped by the
-    error table, with the AWS code, request id and RetryAfterSeconds where AWS gave them)."""
+    """The Transfer Family calls the core makes. Errors are UpstreamError (mapped by the error
+    table, with the AWS code, request id and RetryAfterSeconds where AWS gave them).
+
+    A change (StopServer, and each operation of gateway.core.operation after it) is one method
+    taking the Target and returning the AWS request id; reads come typed for the watchers and
+    raw (`call_raw`) for callers who asked for AWS's own answer."""
 
     async def stop_server(self, target: Target) -> str:
         """StopServer; returns the AWS request id."""
@@ -43,6 +47,10 @@ class Upstream(Protocol):
     async def describe_server(self, target: Target) -> ServerState: ...
 
     async def list_servers(self, key: BucketKey, next_token: str | None) -> Page: ...
+
+    async def call_raw(self, key: BucketKey, operation: str, **params: Any) -> dict[str, Any]:
+        """Any Transfer operation by botocore's snake_case name, its parsed response as is."""
+        ...
 
     async def close(self) -> None: ...
 

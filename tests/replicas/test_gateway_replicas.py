@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio
 
 from gateway.app import GatewayApp
-from gateway.core.coordination import RedisStopLock
+from gateway.core.coordination import RedisLeases
 from gateway.domain import BucketKey, Target
 from gateway.emulator.server import Emulator
 from tests.conftest import REDIS_URL
@@ -84,8 +84,8 @@ class TestSharedSingleFlight:
         its caller ends OK."""
         (app,) = await replicas(1)
         (server_id,) = emulator.create_servers(1)
-        lease = RedisStopLock(redis_client, prefix=prefix).key_for(
-            Target(ACCOUNT, "us-east-1", server_id)
+        lease = RedisLeases(redis_client, prefix=prefix).key_for(
+            "stop", Target(ACCOUNT, "us-east-1", server_id)
         )
         await redis_client.set(lease, "a-dead-replica", px=700)
         leased_at = time.monotonic()  # the emulator's clock too (same process)
