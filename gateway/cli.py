@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
 
 from gateway.config import (
     DEFAULT_EMULATOR_ACCOUNT,
@@ -19,8 +21,54 @@ from gateway.config import (
 from gateway.emulator.flags import EMULATOR_FLAGS, add_emulator_flags, emulator_settings_from
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse without abbreviations: `--lim redis` is refused, naming the flag it may mean.
+
+    argparse's prefix matching would take `--lim` for `--limiter`, but which flags were given
+    is decided from the spelled-out names (given_flags), so an abbreviated flag would be parsed
+    and then silently dropped. Sub-commands are made with this class too (add_subparsers uses
+    the parent's class), so every one of them refuses abbreviations."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        # Kept for error(): the hint names the flags of the sub-command that was asked for.
+        self._words = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        options = _option_strings(self, getattr(self, "_words", []))
+        hints = []
+        for word in re.findall(r"(?<![\w-])(--[\w-]+)", message):
+            meant = sorted(o for o in options if o.startswith(word) and o != word)
+            if meant:
+                hints.append(
+                    f"{word} is not a flag (abbreviations are refused): did you mean "
+                    + " or ".join(meant)
+                    + "?"
+                )
+        super().error("; ".join([message, *hints]))
+
+
+def _option_strings(parser: argparse.ArgumentParser, words: Sequence[str]) -> set[str]:
+    """The option strings of `parser` and of the sub-command named in `words`."""
+    options: set[str] = set()
+    for action in parser._actions:  # argparse has no public list of a parser's actions
+        options.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for name in words:
+                if name in action.choices:
+                    options |= _option_strings(action.choices[name], words)
+                    break
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="transfer-gateway",
         description="A budgeted gRPC/HTTP gateway for the AWS Transfer Family StopServer API.",
     )
