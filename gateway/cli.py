@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     emu.add_argument(
         "--port", type=int, default=4566, help="port to listen on (default: %(default)s)"
     )
+    emu.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="listen beyond loopback (the emulator has no authentication: whoever reaches it"
+        " may stop, delete or reset every server)",
+    )
     add_emulator_flags(emu)
 
     serve = sub.add_parser("serve", help="run the gateway (with the embedded emulator by default)")
@@ -374,7 +380,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "emulator":
             from gateway.emulator.server import run_emulator
 
-            settings = emulator_settings_from(args, host=args.host, port=args.port)
+            settings = emulator_settings_from(
+                args, host=args.host, port=args.port, allow_remote=args.allow_remote
+            )
             return asyncio.run(run_emulator(settings))
         if args.command == "serve":
             serve_parser = _subparser(parser, "serve")

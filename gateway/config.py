@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -50,6 +52,9 @@ class EmulatorSettings:
     latency_ms: float = 0.0
     #: What StopServer does on an OFFLINE server: "noop" (200) or "error" (InvalidRequestException).
     stop_offline: Literal["noop", "error"] = "noop"
+    #: Listen beyond loopback. The emulator has no authentication: whoever reaches it may stop,
+    #: delete or reset every server (`transfer-gateway emulator --allow-remote`).
+    allow_remote: bool = False
 
     def __post_init__(self) -> None:
         _check(self, "transition_seconds", self.transition_seconds >= 0, "must be >= 0")
@@ -63,6 +68,16 @@ class EmulatorSettings:
             self, "stop_offline", self.stop_offline in ("noop", "error"), "must be noop or error"
         )
         _check(self, "port", 0 <= self.port <= 65535, "must be a TCP port")
+        if not self.allow_remote:
+            problem = loopback_problem(self.host)
+            _check(
+                self,
+                "host",
+                problem is None,
+                f"{problem}; the emulator has no authentication (anyone who reaches it may stop"
+                " or delete servers, or reset it): set emulator.allow_remote = true"
+                " (emulator --allow-remote) to mean it",
+            )
 
 
 def _check(obj: object, key: str, ok: bool, problem: str) -> None:
@@ -169,12 +184,54 @@ _REGION_NAME = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 #: In a caller's `accounts`: every account.
 ALL_ACCOUNTS = "*"
-_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def loopback_problem(host: str) -> str | None:
+    """None when every address `host` names is a loopback one (127.0.0.0/8, ::1), else why not.
+
+    An IP literal is read as an address (never as text: `127.evil.example.com` is a name); a
+    name is resolved and every address it resolves to must be loopback; `localhost` is loopback
+    without asking the resolver (RFC 6761). Empty means every interface."""
+    name = host.strip()
+    if name.startswith("[") and name.endswith("]"):
+        name = name[1:-1]
+    if not name:
+        return "empty: every interface"
+    if name.lower() in ("localhost", "localhost."):
+        return None
+    literal = _ip_address(name)
+    if literal is not None:
+        return None if literal.is_loopback else f"{literal} is not a loopback address"
+    try:
+        infos = socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return "does not resolve (a name must resolve to loopback addresses only)"
+    addresses = sorted({str(info[4][0]) for info in infos})
+    outside = [a for a in addresses if not _is_loopback_address(a)]
+    if outside or not addresses:
+        return f"resolves to {', '.join(outside) or 'nothing'}: not loopback only"
+    return None
 
 
 def is_loopback(host: str) -> bool:
-    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
-    return host in _LOOPBACK or host.startswith("127.")
+    """True when only this machine can reach `host` (see loopback_problem)."""
+    return loopback_problem(host) is None
+
+
+def _ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    # ::ffff:127.0.0.1 is IPv4's loopback seen through IPv6.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _is_loopback_address(text: str) -> bool:
+    address = _ip_address(text)
+    return address is not None and address.is_loopback
 
 
 @dataclass(frozen=True)
@@ -405,10 +462,11 @@ class Settings:
         # Safe default: with nobody configured to call, only this machine may reach the gateway.
         if not self.auth.enabled and not self.auth.allow_unauthenticated:
             for key in ("grpc_host", "http_host"):
+                problem = loopback_problem(getattr(self, key))
                 _check(
                     self,
                     key,
-                    is_loopback(getattr(self, key)),
-                    "listening beyond loopback needs auth.callers (or, knowingly,"
+                    problem is None,
+                    f"{problem}; listening beyond loopback needs auth.callers (or, knowingly,"
                     " auth.allow_unauthenticated = true)",
                 )

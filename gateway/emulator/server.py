@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import signal
@@ -105,6 +106,9 @@ class Emulator:
         """Listen on `host:port` (settings by default; port 0 picks a free one); the bound port."""
         if self._runner is not None:
             raise RuntimeError("the emulator is already started")
+        if host is not None:
+            # The settings' rule holds for a host given here too (an unauthenticated emulator).
+            dataclasses.replace(self.settings, host=host)
         self._host = host if host is not None else self.settings.host
         # No access log: a line per call is noise at load-test rates and CPU better not spent.
         runner = web.AppRunner(self.app, access_log=None)

@@ -3,31 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
-from pathlib import Path
 
 import pytest
 
 from gateway import cli
-
-CLI = Path(sys.executable).parent / "transfer-gateway"
-
-
-async def _run(*argv: str, within: float = 20.0) -> tuple[int, str, str]:
-    """Run the command; kill it (and fail) if it is still running after `within` seconds."""
-    proc = await asyncio.create_subprocess_exec(
-        str(CLI), *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    try:
-        async with asyncio.timeout(within):
-            out, err = await proc.communicate()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        pytest.fail(f"{argv} still running after {within}s: the flag was not refused")
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+from tests.config.conftest import RunCli
 
 
 def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
@@ -40,15 +20,16 @@ def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
 
 
 class TestAbbreviations:
-    async def test_serve_refuses_an_abbreviated_limiter_flag(self) -> None:
+    async def test_serve_refuses_an_abbreviated_limiter_flag(self, run_cli: RunCli) -> None:
         """`serve --lim redis` used to start with limiter=local (the flag parsed, then dropped):
         it exits 2 without serving, naming --lim and the flag it may mean."""
-        code, out, err = await _run(
+        code, out, err = await run_cli(
             "serve", "--grpc-port=0", "--http-port=0", "--emulator-port=0", "--lim", "redis"
         )
         assert code == 2
         assert "listening" not in out
-        assert "--lim " in err and "abbreviations are refused" in err
+        assert "--lim " in err
+        assert "abbreviations are refused" in err
         assert "did you mean --limiter?" in err
 
     @pytest.mark.parametrize(
@@ -61,11 +42,11 @@ class TestAbbreviations:
         ],
     )
     async def test_every_sub_command_refuses_abbreviations(
-        self, argv: tuple[str, ...], meant: str
+        self, run_cli: RunCli, argv: tuple[str, ...], meant: str
     ) -> None:
         """Each sub-command exits 2 on an abbreviated flag (with `=` or a separate value) and
         says which flag was probably meant."""
-        code, _, err = await _run(*argv)
+        code, _, err = await run_cli(*argv)
         assert code == 2
         assert f"did you mean {meant}?" in err
 
