@@ -1,0 +1,1 @@
+"""Helpers shared by test folders (not fixtures: those live in conftest.py files)."""
