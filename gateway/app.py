@@ -31,14 +31,9 @@ from gateway.faces.auth import (
     server_ssl_context,
 )
 from gateway.faces.aws import AwsApi
-from gateway.faces.grpc import (
-    NOT_SERVING,
-    SERVER_OPTIONS,
-    SERVING,
-    TransferGatewayService,
-    add_services,
-)
+from gateway.faces.grpc import TransferGatewayService, add_services, server_options
 from gateway.faces.http import HttpApi, Readiness, error_response
+from gateway.faces.introspection import NOT_SERVING, SERVING
 from gateway.limiting import Bucket, FallbackBuckets, LocalBuckets, QueuedLimiter, RedisBuckets
 from gateway.limiting.redis import fail_fast_client
 from gateway.observability import Metrics
@@ -155,7 +150,7 @@ class GatewayApp:
         if self.budget_store is not None:
             self.ready_checks.setdefault("limiter", self._budget_store_check(self.budget_store))
         await self._start_http(self.core, self.upstream)
-        self._server = grpc.aio.server(options=SERVER_OPTIONS)
+        self._server = grpc.aio.server(options=server_options(s.grpc_keepalive))
         self._health = add_services(
             self._server, TransferGatewayService(self.core, self.metrics, self.access)
         )

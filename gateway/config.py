@@ -356,11 +356,42 @@ class TlsSettings:
 
 
 @dataclass(frozen=True)
+class GrpcKeepaliveSettings:
+    """The gRPC server's keepalive pings and its policy for the clients' pings (docs/grpc.md).
+
+    gRPC's own server defaults allow a client ping only every 5 minutes and answer the third
+    early one with GOAWAY ENHANCE_YOUR_CALM "too_many_pings": a watch from a client with the
+    common 10 s keepalive died after about 30 s. These defaults accept such clients and ping
+    idle connections themselves, so dead clients (and their watches) are found."""
+
+    #: The server pings a connection that has been quiet this long (gRPC's default: 2 hours).
+    time_seconds: float = 30.0
+    #: A ping not acknowledged within this closes the connection (the client is gone).
+    timeout_seconds: float = 20.0
+    #: Pings on connections with no call in flight: the server sends its own, and accepts the
+    #: clients' (at min_ping_interval_seconds) rather than allowing one every 2 hours.
+    permit_without_calls: bool = True
+    #: Clients may ping this often while no data flows (gRPC's default: 300 s). Below the
+    #: 10 s that gRPC clients commonly use (and the least grpc-go allows), with room for jitter.
+    min_ping_interval_seconds: float = 5.0
+    #: Pings earlier than that allowed before the server sends GOAWAY "too_many_pings"
+    #: (0: any number).
+    max_ping_strikes: int = 2
+
+    def __post_init__(self) -> None:
+        _check(self, "time_seconds", self.time_seconds > 0, "must be > 0")
+        _check(self, "timeout_seconds", self.timeout_seconds > 0, "must be > 0")
+        _check(self, "min_ping_interval_seconds", self.min_ping_interval_seconds > 0, "must be > 0")
+        _check(self, "max_ping_strikes", self.max_ping_strikes >= 0, "must be >= 0")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything `serve` needs, built once by the command line (and later a config file)."""
 
     grpc_host: str = "127.0.0.1"
     grpc_port: int = 50051
+    grpc_keepalive: GrpcKeepaliveSettings = dataclasses.field(default_factory=GrpcKeepaliveSettings)
     #: The HTTP face (NDJSON/SSE streams, the AWS-compatible endpoint, health, metrics).
     http_host: str = "127.0.0.1"
     http_port: int = 8080

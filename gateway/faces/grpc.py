@@ -7,18 +7,17 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 import structlog
-from grpc_health.v1 import _async as health_aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
+from gateway.config import GrpcKeepaliveSettings
 from gateway.core.operations import Core
 from gateway.core.validation import validate_target
 from gateway.domain import StateUpdate, Target
 from gateway.errors import ErrorKind, GatewayError
 from gateway.faces.auth import Access, grpc_caller
+from gateway.faces.introspection import HealthServicer, add_introspection
 from gateway.faces.messages import error_to_status, update_to_proto
 from gateway.observability import Metrics
 
@@ -36,6 +35,25 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_concurrent_streams", 100_000),
     ("grpc.server_max_unrequested_time_in_server", 3600),
 ]
+
+
+def server_options(keepalive: GrpcKeepaliveSettings) -> list[tuple[str, int]]:
+    """SERVER_OPTIONS plus the keepalive and ping policy of the settings (docs/grpc.md)."""
+    return [
+        *SERVER_OPTIONS,
+        ("grpc.keepalive_time_ms", round(keepalive.time_seconds * 1000)),
+        ("grpc.keepalive_timeout_ms", round(keepalive.timeout_seconds * 1000)),
+        ("grpc.keepalive_permit_without_calls", int(keepalive.permit_without_calls)),
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            round(keepalive.min_ping_interval_seconds * 1000),
+        ),
+        ("grpc.http2.max_ping_strikes", keepalive.max_ping_strikes),
+        # gRPC stops its own keepalive pings after 2 without data by default: an idle watch
+        # sends no data for minutes, and its dead client would never be found.
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+
 
 _Request = pb.StopServerRequest | pb.WatchServerRequest
 
@@ -139,19 +157,8 @@ async def _abort(
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
-def add_services(
-    server: grpc.aio.Server, service: TransferGatewayService
-) -> health_aio.HealthServicer:
-    """Register the gateway, health (grpc.health.v1) and reflection; return the health servicer
-    so the app can turn it NOT_SERVING when it drains."""
+def add_services(server: grpc.aio.Server, service: TransferGatewayService) -> HealthServicer:
+    """Register the gateway, health (grpc.health.v1) and reflection (v1 and v1alpha); return
+    the health servicer so the app can turn it NOT_SERVING when it drains."""
     pb_grpc.add_TransferGatewayServicer_to_server(service, server)
-    health_servicer = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
-    return health_servicer
-
-
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+    return add_introspection(server, [SERVICE_NAME])
