@@ -289,7 +289,8 @@ class CallerSettings:
     name: str
     #: SHA-256 (hex) of the caller's bearer token; empty: this caller uses mutual TLS only.
     token_sha256: str | None = None
-    #: 12-digit accounts this caller may act on, or ["*"] for all.
+    #: 12-digit accounts this caller may act on, or ["*"] for all; empty: none (a caller that
+    #: only reads /metrics, such as a Prometheus scraper).
     accounts: tuple[str, ...] = (ALL_ACCOUNTS,)
 
     def __post_init__(self) -> None:
@@ -302,7 +303,6 @@ class CallerSettings:
         )
         bad = [a for a in self.accounts if a != ALL_ACCOUNTS and not _ACCOUNT.fullmatch(a)]
         _check(self, "accounts", not bad, f'must be 12-digit accounts or "*": {bad}')
-        _check(self, "accounts", bool(self.accounts), 'must not be empty (use ["*"] for all)')
 
 
 @dataclass(frozen=True)
@@ -312,8 +312,10 @@ class AuthSettings:
     callers: tuple[CallerSettings, ...] = ()
     #: Listen beyond loopback with no callers configured (anyone on the network may call).
     allow_unauthenticated: bool = False
-    #: /metrics needs a caller too (health and readiness stay open for probes).
-    metrics_require_auth: bool = False
+    #: /metrics needs a caller too (health and readiness stay open for probes). Its series name
+    #: accounts, so it is closed by default when callers are configured; a scraper is a caller
+    #: with `accounts = []` (docs/security.md). Without callers it is open, on loopback only.
+    metrics_require_auth: bool = True
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.callers]

@@ -156,8 +156,8 @@ class TestHttpAuth:
     async def test_http_needs_a_token_but_probes_stay_open(
         self, gateway_factory: GatewayFactory
     ) -> None:
-        """POST :stop without a token is 401 with WWW-Authenticate; /healthz, /readyz and (by
-        default) /metrics answer without one; with the token the stop streams."""
+        """POST :stop without a token is 401 with WWW-Authenticate; /healthz and /readyz
+        answer without one; with the token the stop streams."""
         app = await gateway_factory(auth=AUTH, http_port=0)
         assert app.emulator is not None
         server = app.emulator.create_servers(1, account=A)[0]
@@ -168,7 +168,7 @@ class TestHttpAuth:
                 assert r.headers["WWW-Authenticate"].startswith("Bearer")
                 body = await r.json()
                 assert body["details"][0]["reason"] == "UNAUTHENTICATED"
-            for path in ("/healthz", "/readyz", "/metrics"):
+            for path in ("/healthz", "/readyz"):
                 async with http.get(base + path) as r:
                     assert r.status == 200, path
             headers = {"Authorization": f"Bearer {OPS_TOKEN}"}
@@ -206,17 +206,6 @@ class TestHttpAuth:
             async with http.post(url, data=body, headers=ops) as r:
                 assert r.status == 200
         assert app.emulator.calls("StopServer") == 1
-
-    async def test_metrics_can_be_restricted(self, gateway_factory: GatewayFactory) -> None:
-        """With auth.metrics_require_auth, /metrics is 401 without a token, 200 with one."""
-        auth = AuthSettings(callers=AUTH.callers, metrics_require_auth=True)
-        app = await gateway_factory(auth=auth, http_port=0)
-        url = f"http://127.0.0.1:{app.http_port}/metrics"
-        async with aiohttp.ClientSession() as http:
-            async with http.get(url) as r:
-                assert r.status == 401
-            async with http.get(url, headers={"Authorization": f"Bearer {OPS_TOKEN}"}) as r:
-                assert r.status == 200
 
 
 @pytest.fixture(scope="module")
