@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ssl
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -129,19 +129,33 @@ def _unauthenticated(message: str) -> GatewayError:
     return GatewayError(ErrorKind.UNAUTHENTICATED, message)
 
 
+#: Why a request with two Authorization values is refused (the AWS face words it its own way).
+TWO_AUTHORIZATIONS = "the request carries more than one authorization value: send exactly one"
+
+
+def one_authorization(values: Iterable[str | bytes]) -> str | None:
+    """The request's one `authorization` value (None when there is none); more than one is
+    UNAUTHENTICATED. Two values are ambiguous, and the faces used to settle it differently
+    (gRPC took the last, HTTP the first), so [B's token, A's token] acted as A on one face and
+    as B on the other: no face picks one."""
+    found = [v if isinstance(v, str) else v.decode("latin-1") for v in values]
+    if len(found) > 1:
+        raise _unauthenticated(TWO_AUTHORIZATIONS)
+    return found[0] if found else None
+
+
 # ---- gRPC ---------------------------------------------------------------------------------
 
 
 def grpc_caller(access: Access, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
     """The caller of a gRPC call: `authorization` metadata, and the peer certificate's CN when
     mutual TLS is on (gRPC has verified the certificate against the client CA by then)."""
-    authorization = None
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
-            authorization = value if isinstance(value, str) else value.decode()
+    if not access.enabled:
+        return ANONYMOUS
+    values = [v for k, v in context.invocation_metadata() or () if k == "authorization"]
     names = list((context.auth_context() or {}).get("x509_common_name") or [])
     cn = names[0].decode() if names else None
-    return access.authenticate(authorization, cn)
+    return access.authenticate(one_authorization(values), cn)
 
 
 def grpc_server_credentials(tls: TlsSettings) -> grpc.ServerCredentials:
@@ -208,7 +222,12 @@ def http_auth_middleware(
         if skip is not None and skip(request):
             return await handler(request)
         try:
-            caller = access.authenticate(request.headers.get("Authorization"), _peer_cn(request))
+            authorization = (
+                one_authorization(request.headers.getall("Authorization", ()))
+                if access.enabled
+                else None
+            )
+            caller = access.authenticate(authorization, _peer_cn(request))
         except GatewayError as exc:
             response = render_error(exc)
             response.headers["WWW-Authenticate"] = 'Bearer realm="transfer-gateway"'
@@ -234,6 +253,7 @@ __all__ = [
     "grpc_server_credentials",
     "hash_token",
     "http_auth_middleware",
+    "one_authorization",
     "request_caller",
     "server_ssl_context",
 ]

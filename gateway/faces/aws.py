@@ -6,7 +6,7 @@ import datetime
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -19,7 +19,7 @@ from gateway.core.operations import Core
 from gateway.core.validation import validate_target
 from gateway.domain import BucketKey, Stage, Target
 from gateway.errors import AWS_CODES, ErrorKind, GatewayError, UpstreamError
-from gateway.faces.auth import Access, request_caller
+from gateway.faces.auth import TWO_AUTHORIZATIONS, Access, request_caller
 from gateway.limiting.base import Priority
 from gateway.observability import Metrics
 
@@ -87,7 +87,7 @@ class AwsApi:
         try:
             if handler is None:
                 raise protocol.unknown_operation(target_header)
-            account, region = self._caller_of(request.headers.get("Authorization"))
+            account, region = self._caller_of(request.headers.getall("Authorization", ()))
             body = protocol.parse_body(await request.read())
             server_id = protocol.server_id_of(body) if name != "ListServers" else ""
             target = self._target(account, region, server_id)
@@ -121,9 +121,13 @@ class AwsApi:
             )
 
     # -- identity -------------------------------------------------------------------------------
-    def _caller_of(self, authorization: str | None) -> tuple[str, str]:
-        """(account, region): the account from the access key id, the region from the scope."""
-        credential = protocol.credential_of(authorization)
+    def _caller_of(self, authorizations: Sequence[str]) -> tuple[str, str]:
+        """(account, region): the account from the access key id, the region from the scope.
+        Two Authorization headers are refused, auth on or off: which one counts would be a
+        guess (docs/security.md)."""
+        if len(authorizations) > 1:
+            raise AwsError("IncompleteSignatureException", TWO_AUTHORIZATIONS, 401)
+        credential = protocol.credential_of(authorizations[0] if authorizations else None)
         if credential is None:
             if self._emulator_mode:
                 return self._core.settings.default_account, self._core.settings.default_region
