@@ -91,6 +91,7 @@ class GatewayApp:
             lambda key: self.accounts.budget_for(key),
             self.clock,
             max_queue=budget.max_queue,
+            poll_share=budget.poll_share,
         )
         self.caller = BudgetedCaller(
             self.limiter, core_settings.retry, self.clock, observe=self.metrics.upstream_attempt
@@ -328,7 +329,14 @@ class GatewayApp:
         """Set the gauges that are read, not counted: tokens per bucket, watchers."""
         for key in self.limiter.keys()[:MAX_BUCKET_SERIES]:
             status = await self.limiter.status(key)
-            self.metrics.set_bucket(key.account_id, key.region, status.tokens, status.rate_factor)
+            rate, _ = self.accounts.budget_for(key)
+            self.metrics.set_bucket(
+                key.account_id,
+                key.region,
+                status.tokens,
+                status.rate_factor,
+                ceiling_per_second=status.ceiling * rate,
+            )
         if self.core is not None:
             self.metrics.set_watching(self.core.watchers.active, self.core.watchers.watched_servers)
 

@@ -118,9 +118,14 @@ class BudgetSettings:
     max_queue: int = 10_000
     #: Longest budget wait for a caller that set no deadline.
     max_wait_seconds: float = 600.0
+    #: While stops are queued for an account's budget, polls may take at most this share of
+    #: its tokens (a waiting poll goes first while under it): polls never starve stops, and a
+    #: poll waits at most about 1 / poll_share tokens, so stops never starve polls for long.
+    poll_share: float = 0.05
 
     def __post_init__(self) -> None:
         _check(self, "rate", self.rate > 0, "must be > 0")
+        _check(self, "poll_share", 0 < self.poll_share <= 1, "must be within (0, 1]")
         _check(self, "burst", self.burst >= 1, "must be >= 1")
         _check(self, "max_queue", self.max_queue >= 1, "must be >= 1")
         _check(self, "max_wait_seconds", self.max_wait_seconds > 0, "must be > 0")

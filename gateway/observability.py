@@ -65,7 +65,16 @@ class Metrics:
         )
         self.rate_factor = Gauge(
             "transfer_gateway_budget_rate_factor",
-            "The bucket's rate factor: 1 normally, lower after AWS throttling (AIMD).",
+            "The bucket's rate factor: 1 normally, just below the learned ceiling after AWS"
+            " throttling, probing back up slowly.",
+            ["account", "region"],
+            registry=r,
+        )
+        self.ceiling = Gauge(
+            "transfer_gateway_budget_learned_ceiling_per_second",
+            "The rate (calls/s) at which AWS last throttled the account's bucket, as learned"
+            " from the calls it accepted; 0 when nothing is learned (no throttle, or the bucket"
+            " has probed back up to its configured rate since).",
             ["account", "region"],
             registry=r,
         )
@@ -101,10 +110,19 @@ class Metrics:
     def upstream_attempt(self, operation: str, outcome: str) -> None:
         self.upstream_calls.labels(operation, outcome).inc()
 
-    def set_bucket(self, account: str, region: str, tokens: float, rate_factor: float) -> None:
+    def set_bucket(
+        self,
+        account: str,
+        region: str,
+        tokens: float,
+        rate_factor: float,
+        *,
+        ceiling_per_second: float = 0.0,
+    ) -> None:
         """An account's bucket as of a scrape (the app reads it from the limiter)."""
         self.tokens.labels(account, region).set(tokens)
         self.rate_factor.labels(account, region).set(rate_factor)
+        self.ceiling.labels(account, region).set(ceiling_per_second)
 
     def set_watching(self, active_watchers: int, watched_servers: int) -> None:
         self.active_watchers.set(active_watchers)

@@ -1,6 +1,6 @@
 """Upstream budgets: the Limiter the core depends on, and the buckets behind it."""
 
-from gateway.limiting.base import Bucket, BucketStatus, Limiter, Priority, RateFor
+from gateway.limiting.base import Bucket, BucketStatus, Limiter, Penalty, Priority, RateFor
 from gateway.limiting.fallback import FallbackBuckets, FallbackMode, StoreState
 from gateway.limiting.local import LocalBuckets
 from gateway.limiting.queue import QueuedLimiter
@@ -14,6 +14,7 @@ __all__ = [
     "FallbackMode",
     "Limiter",
     "LocalBuckets",
+    "Penalty",
     "Priority",
     "QueuedLimiter",
     "RateFor",

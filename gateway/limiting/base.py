@@ -14,9 +14,12 @@ RateFor = Callable[[BucketKey], tuple[float, int]]
 
 
 class Priority(enum.IntEnum):
-    """Polls go before changes (StopServer, and every call a caller asked for): a poll serves
-    every watcher of an account, and a watch starved behind a long queue of stops would report
-    OFFLINE servers late."""
+    """Within a bucket's queue a poll goes before the changes (StopServer, and every call a
+    caller asked for) waiting with it, as long as polls have taken less than their share
+    (`QueuedLimiter`'s `poll_share`) of the tokens handed out while changes were queued: one
+    poll serves every watcher of the account, so a poll stuck behind 300 queued stops would
+    report every stopped server late; the share keeps polls from ever starving changes. See
+    docs/architecture.md ("Polls and changes in one budget")."""
 
     POLL = 0
     CHANGE = 1
@@ -27,8 +30,25 @@ class BucketStatus:
     """What metrics and health show of one bucket."""
 
     tokens: float  # tokens available now
-    rate_factor: float  # 1.0 normally; below 1 after upstream throttling (AIMD)
+    rate_factor: float  # 1.0 normally; below 1 after upstream throttling
     queued: int = 0  # callers waiting in this process
+    #: The learned ceiling: the share of the configured rate at which AWS last said no (0.0:
+    #: nothing learned, or the bucket has probed its way back to the configured rate since).
+    ceiling: float = 0.0
+
+
+@dataclass(frozen=True)
+class Penalty:
+    """What one throttle taught a bucket (see docs/architecture.md, "Throttle recovery")."""
+
+    #: The share of the configured rate at which AWS said no.
+    ceiling: float
+    #: The new rate factor: just below the ceiling.
+    factor: float
+    #: How the ceiling was found: "sent" (the rate the bucket allowed: no window to measure
+    #: yet), "measured" (calls AWS accepted between this throttle and the last one), or
+    #: "halved" (throttles too close together to measure).
+    how: str
 
 
 class Limiter(Protocol):
@@ -48,11 +68,11 @@ class Limiter(Protocol):
         ...
 
     async def throttled(self, key: BucketKey, retry_after: float) -> None:
-        """AWS throttled a call: pause the bucket and cut its rate (multiplicative decrease)."""
+        """AWS throttled a call: pause the bucket, learn the rate AWS said no to, run below it."""
         ...
 
     async def succeeded(self, key: BucketKey) -> None:
-        """An upstream call went through: win back rate (additive increase)."""
+        """An upstream call went through: count it, and probe slowly back up."""
         ...
 
     async def status(self, key: BucketKey) -> BucketStatus: ...
@@ -73,12 +93,14 @@ class Bucket(Protocol):
         """Take one token: 0.0 when taken, else the seconds until one may be (nothing taken)."""
         ...
 
-    async def penalize(self, key: BucketKey, retry_after: float) -> None:
-        """Pause the bucket for `retry_after` seconds and halve its rate factor."""
+    async def penalize(self, key: BucketKey, retry_after: float, rate: float) -> Penalty | None:
+        """Pause the bucket for `retry_after` seconds, learn the ceiling (`rate` is the
+        configured rate, to measure against) and set the rate just below it. None when the
+        throttle fell within a pause already paid for (calls throttled together: one signal)."""
         ...
 
     async def reward(self, key: BucketKey) -> None:
-        """Raise the rate factor additively, up to 1.0."""
+        """Count a call AWS accepted and, past the hold, probe one step up (to 1.0 at most)."""
         ...
 
     async def status(self, key: BucketKey, rate: float, burst: int) -> BucketStatus: ...

@@ -9,7 +9,7 @@ import structlog
 from gateway.clock import Clock
 from gateway.domain import BucketKey
 from gateway.errors import ErrorKind, GatewayError
-from gateway.limiting.base import Bucket, BucketStatus
+from gateway.limiting.base import Bucket, BucketStatus, Penalty
 from gateway.limiting.redis import OUTAGE_ERRORS
 
 log = structlog.get_logger(__name__)
@@ -118,15 +118,17 @@ class FallbackBuckets:
             raise self._unavailable(key) from cause
         return await self._fallback.take(key, *self._share(rate, burst))
 
-    async def penalize(self, key: BucketKey, retry_after: float) -> None:
-        await self._fallback.penalize(key, retry_after)
+    async def penalize(self, key: BucketKey, retry_after: float, rate: float) -> Penalty | None:
+        learned = await self._fallback.penalize(key, retry_after, rate)
         if self._try_primary():
             try:
-                await self._primary.penalize(key, retry_after)
+                # The shared bucket's lesson is the one every replica acts on.
+                learned = await self._primary.penalize(key, retry_after, rate)
             except self._outages as exc:
                 self._down(exc)
             else:
                 self._up()
+        return learned
 
     async def reward(self, key: BucketKey) -> None:
         await self._fallback.reward(key)
@@ -150,7 +152,7 @@ class FallbackBuckets:
         if self._mode == "fail_closed":
             # Metrics must not fail with the store: report what callers get, no tokens at all.
             local = await self._fallback.status(key, rate, burst)
-            return BucketStatus(tokens=0.0, rate_factor=local.rate_factor)
+            return BucketStatus(tokens=0.0, rate_factor=local.rate_factor, ceiling=local.ceiling)
         return await self._fallback.status(key, *self._share(rate, burst))
 
     async def close(self) -> None:

@@ -1,4 +1,4 @@
-"""In-process buckets: GCRA per (account, region) on an injected clock, with AIMD feedback."""
+"""In-process buckets: GCRA per (account, region) on an injected clock, with a learned ceiling."""
 
 from __future__ import annotations
 
@@ -6,19 +6,34 @@ from dataclasses import dataclass
 
 from gateway.clock import Clock
 from gateway.domain import BucketKey
-from gateway.limiting.base import BucketStatus
+from gateway.limiting.base import BucketStatus, Penalty
 
-#: Multiplicative decrease on a ThrottlingException, additive increase per success, and a floor
-#: so one bad minute cannot starve an account for an hour.
+# Throttle recovery (docs/architecture.md, "Throttle recovery: a learned ceiling"). All rates
+# are factors of the configured rate. RedisBuckets' Lua script does the same arithmetic, in the
+# same order, on the same units (seconds), so one replica and many decide alike, bit for bit.
+
+#: After a throttle the bucket runs at BELOW x the learned ceiling: just under the rate AWS said
+#: no to, so AWS's own bucket refills a little faster than we spend it and absorbs jitter.
+BELOW = 0.95
+#: No throttle cuts the rate by more than half, and throttles that come too close together to
+#: measure (see MIN_WINDOW) halve it: the plain multiplicative decrease of AIMD.
 DECREASE = 0.5
-INCREASE = 0.05
+#: A floor so one bad minute cannot starve an account for an hour.
 MIN_FACTOR = 0.05
-#: After a decrease the rate is held this long before it climbs again: climbing at once would
-#: probe AWS's limit, and be throttled, every few calls.
+#: The rate just below the ceiling is held this long before it probes upwards.
 HOLD_SECONDS = 10.0
-#: Then it climbs one INCREASE per tenth of HOLD_SECONDS of successes, not per success: per
-#: success, a busy account would climb straight back into AWS's limit within a second.
-CLIMB_FRACTION = 0.1
+#: Then it probes upwards by PROBE_STEP per CLIMB_SECONDS of successes (1 % of the configured
+#: rate a second): slowly, because the probe's overshoot when AWS finally says no grows with
+#: its speed (an accelerating, CUBIC-shaped probe measured 0.86-0.89 of AWS's rate where this
+#: one keeps 0.92-1.0, with a third fewer throttles; docs/architecture.md has the table).
+CLIMB_SECONDS = 1.0
+PROBE_STEP = 0.01
+#: Between two throttles AWS's bucket went from empty to empty, so the calls it accepted in
+#: between, over the time between, is its rate. Under MIN_WINDOW seconds that is too few calls
+#: to count (the rate is halved instead); over MAX_WINDOW AWS's bucket may have filled up to its
+#: burst meanwhile, so the count says nothing (the rate the bucket allowed is taken instead).
+MIN_WINDOW = 1.0
+MAX_WINDOW = 120.0
 #: Slack on every "is a token there yet" comparison, in seconds. Float rounding once refused the
 #: 5th token of a burst 1.1e-13 s early on a frozen clock; the error grows with the clock's value
 #: (a monotonic clock after a year of uptime has an ulp of 4e-9 s, Redis's TIME in microseconds
@@ -33,15 +48,34 @@ class _State:
     factor: float = 1.0
     paused_until: float = 0.0
     hold_until: float = 0.0
+    ceiling: float = 0.0  # learned at the last throttle; 0.0: none in force
+    throttled_at: float = 0.0  # when (the window of accepted calls starts; only if ceiling > 0)
+    accepted: int = 0  # calls AWS accepted since throttled_at
+
+
+def learn(
+    factor: float, ceiling: float, throttled_at: float, accepted: int, now: float, rate: float
+) -> tuple[float, str]:
+    """The ceiling one throttle teaches, and how it was found (see Penalty.how)."""
+    window = now - throttled_at
+    if ceiling <= 0.0 or window > MAX_WINDOW:
+        return factor, "sent"
+    if window < MIN_WINDOW:
+        return factor * DECREASE, "halved"
+    measured = accepted / window / rate
+    return min(factor, max(measured, factor * DECREASE)), "measured"
 
 
 class LocalBuckets:
     """GCRA (the token bucket in one number): the same arithmetic as the Redis script, so one
     replica and many behave alike. aiolimiter's leaky bucket cannot say how long a wait will be
-    nor take a paused or slowed rate, which the deadline check and the AIMD feedback need."""
+    nor take a paused or slowed rate, which the deadline check and the throttle feedback need.
 
-    def __init__(self, clock: Clock) -> None:
+    `hold` is HOLD_SECONDS but for tests that pin the probe (as RedisBuckets' `hold`)."""
+
+    def __init__(self, clock: Clock, *, hold: float = HOLD_SECONDS) -> None:
         self._clock = clock
+        self._hold = hold
         self._states: dict[BucketKey, _State] = {}
 
     def _state(self, key: BucketKey, now: float) -> _State:
@@ -70,29 +104,50 @@ class LocalBuckets:
         state.tat = tat + interval
         return 0.0
 
-    async def penalize(self, key: BucketKey, retry_after: float) -> None:
+    async def penalize(self, key: BucketKey, retry_after: float, rate: float) -> Penalty | None:
         now = self._clock.monotonic()
         state = self._state(key, now)
-        # Calls in flight together are throttled together: that is one signal, one decrease.
+        penalty = None
+        # Calls in flight together are throttled together: that is one signal, one decision.
         if state.paused_until <= now:
-            state.factor = max(MIN_FACTOR, state.factor * DECREASE)
-        state.paused_until = max(state.paused_until, now + retry_after)
-        state.hold_until = now + HOLD_SECONDS
+            ceiling, how = learn(
+                state.factor, state.ceiling, state.throttled_at, state.accepted, now, rate
+            )
+            state.ceiling = ceiling
+            state.factor = max(MIN_FACTOR, ceiling * BELOW)
+            state.throttled_at = now
+            state.accepted = 0
+            penalty = Penalty(ceiling=ceiling, factor=state.factor, how=how)
+        state.paused_until = max(state.paused_until, now + max(0.0, retry_after))
+        state.hold_until = now + self._hold
         # Spend the burst: after a throttle, AWS's bucket is empty, so ours should be too.
         state.tat = max(state.tat, state.paused_until)
+        return penalty
 
     async def reward(self, key: BucketKey) -> None:
         state = self._states.get(key)
-        if state is not None and state.factor < 1.0 and self._clock.monotonic() >= state.hold_until:
-            state.factor = min(1.0, state.factor + INCREASE)
-            state.hold_until = self._clock.monotonic() + HOLD_SECONDS * CLIMB_FRACTION
+        if state is None:
+            return  # a bucket nobody has used has nothing to count or win back
+        now = self._clock.monotonic()
+        if state.ceiling > 0.0:
+            state.accepted += 1
+        if state.factor < 1.0 and now >= state.hold_until:
+            state.factor = min(1.0, state.factor + PROBE_STEP)
+            state.hold_until = now + CLIMB_SECONDS
+            if state.factor >= 1.0:
+                # Back at the configured rate without a throttle: the ceiling is stale.
+                state.ceiling = 0.0
 
     async def status(self, key: BucketKey, rate: float, burst: int) -> BucketStatus:
         now = self._clock.monotonic()
         state = self._state(key, now)
         interval = 1.0 / (rate * state.factor)
         tokens = burst - max(0.0, state.tat - now) / interval
-        return BucketStatus(tokens=max(0.0, min(float(burst), tokens)), rate_factor=state.factor)
+        return BucketStatus(
+            tokens=max(0.0, min(float(burst), tokens)),
+            rate_factor=state.factor,
+            ceiling=state.ceiling,
+        )
 
     async def close(self) -> None:
         self._states.clear()

@@ -1,4 +1,4 @@
-"""The Limiter: a first-come-first-served queue per bucket in front of a Bucket backend."""
+"""The Limiter: a queue per bucket (polls first, within their share) in front of a Bucket."""
 
 from __future__ import annotations
 
@@ -7,10 +7,14 @@ import contextlib
 from collections import deque
 from collections.abc import Callable
 
+import structlog
+
 from gateway.clock import Clock
 from gateway.domain import BucketKey
 from gateway.errors import BudgetExhausted
 from gateway.limiting.base import Bucket, BucketStatus, Priority, RateFor
+
+log = structlog.get_logger(__name__)
 
 
 class _Queue:
@@ -20,12 +24,39 @@ class _Queue:
         self.waiters: dict[Priority, deque[asyncio.Future[None]]] = {p: deque() for p in Priority}
         self.dispatcher: asyncio.Task[None] | None = None
         self.next_token_at = 0.0
+        #: Polls' credit while stops wait: a poll needs 1.0 to go before them. It starts full
+        #: (the first poll of a busy spell goes at once) and each token a stop gets earns polls
+        #: their share of it (see `pop_next`).
+        self.poll_credit = 1.0
 
     def live(self) -> int:
         return sum(1 for d in self.waiters.values() for f in d if not f.done())
 
     def ahead_of(self, priority: Priority) -> int:
         return sum(1 for p, d in self.waiters.items() if p <= priority for f in d if not f.done())
+
+    def _first(self, priority: Priority) -> asyncio.Future[None] | None:
+        waiting = self.waiters[priority]
+        while waiting and waiting[0].done():
+            waiting.popleft()  # cancelled: the dispatcher skips it
+        return waiting[0] if waiting else None
+
+    def pop_next(self, poll_share: float) -> asyncio.Future[None] | None:
+        """The waiter the next token goes to. A poll goes first while polls have credit; then
+        changes (stops) go, each earning polls `poll_share / (1 - poll_share)` of a poll, so
+        while changes are queued polls get at most `poll_share` of the tokens (they never starve
+        changes) and a poll waits at most about `1 / poll_share` tokens (changes never starve
+        polls for long). With no change waiting a poll needs no credit: nobody to starve."""
+        poll, stop = self._first(Priority.POLL), self._first(Priority.CHANGE)
+        if poll is not None and (stop is None or self.poll_credit >= 1.0):
+            if stop is not None:
+                self.poll_credit -= 1.0
+            return self.waiters[Priority.POLL].popleft()
+        if stop is not None:
+            earned = poll_share / (1.0 - poll_share) if poll_share < 1.0 else 1.0
+            self.poll_credit = min(1.0, self.poll_credit + earned)
+            return self.waiters[Priority.CHANGE].popleft()
+        return None
 
     def pop_first(self) -> asyncio.Future[None] | None:
         for p in sorted(self.waiters):
@@ -38,18 +69,30 @@ class _Queue:
 
 
 class QueuedLimiter:
-    """Serves waiters first come, first served within a priority, one bucket at a time.
+    """Serves waiters first come, first served within a priority, one bucket at a time; polls
+    before stops within `poll_share` of the tokens while stops are queued (see _Queue.pop_next).
 
     Each bucket has its own queue and dispatcher, so a busy account never delays another. A
     dispatcher exists only while its queue has waiters, so an idle gateway holds no tasks. The
     deadline check is made up front from the queue length, so a wait that cannot fit is refused
     at once instead of after a futile wait."""
 
-    def __init__(self, bucket: Bucket, rate_for: RateFor, clock: Clock, *, max_queue: int) -> None:
+    def __init__(
+        self,
+        bucket: Bucket,
+        rate_for: RateFor,
+        clock: Clock,
+        *,
+        max_queue: int,
+        poll_share: float = 0.05,
+    ) -> None:
+        if not 0.0 < poll_share <= 1.0:
+            raise ValueError(f"poll_share must be within (0, 1], not {poll_share}")
         self._bucket = bucket
         self._rate_for = rate_for
         self._clock = clock
         self._max_queue = max_queue
+        self._poll_share = poll_share
         self._queues: dict[BucketKey, _Queue] = {}
         self._seen: set[BucketKey] = set()
 
@@ -112,7 +155,7 @@ class QueuedLimiter:
                     queue.next_token_at = self._clock.monotonic() + wait
                     await self._clock.sleep(wait)
                     continue
-                fut = queue.pop_first()
+                fut = queue.pop_next(self._poll_share)
                 if fut is not None:
                     fut.set_result(None)
                 # else: the last waiter left after the token was taken; one token is lost,
@@ -127,7 +170,19 @@ class QueuedLimiter:
                 del self._queues[key]
 
     async def throttled(self, key: BucketKey, retry_after: float) -> None:
-        await self._bucket.penalize(key, retry_after)
+        rate, _ = self._rate_for(key)
+        learned = await self._bucket.penalize(key, retry_after, rate)
+        if learned is not None:
+            log.info(
+                "budget.ceiling_learned",
+                account=key.account_id,
+                region=key.region,
+                ceiling_per_second=round(learned.ceiling * rate, 3),
+                rate_per_second=round(learned.factor * rate, 3),
+                configured_per_second=rate,
+                how=learned.how,
+                pause_seconds=retry_after,
+            )
 
     async def succeeded(self, key: BucketKey) -> None:
         await self._bucket.reward(key)
@@ -136,7 +191,9 @@ class QueuedLimiter:
         rate, burst = self._rate_for(key)
         base = await self._bucket.status(key, rate, burst)
         queue = self._queues.get(key)
-        return BucketStatus(base.tokens, base.rate_factor, queue.live() if queue else 0)
+        return BucketStatus(
+            base.tokens, base.rate_factor, queue.live() if queue else 0, ceiling=base.ceiling
+        )
 
     def keys(self) -> list[BucketKey]:
         return sorted(self._seen, key=str)

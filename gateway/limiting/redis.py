@@ -11,9 +11,20 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
+from gateway.clock import Clock
 from gateway.domain import BucketKey
-from gateway.limiting.base import BucketStatus
-from gateway.limiting.local import DECREASE, EPSILON, HOLD_SECONDS, INCREASE, MIN_FACTOR
+from gateway.limiting.base import BucketStatus, Penalty
+from gateway.limiting.local import (
+    BELOW,
+    CLIMB_SECONDS,
+    DECREASE,
+    EPSILON,
+    HOLD_SECONDS,
+    MAX_WINDOW,
+    MIN_FACTOR,
+    MIN_WINDOW,
+    PROBE_STEP,
+)
 
 #: What an unreachable (or failing-over) Redis raises: an outage, not a bug. FallbackBuckets
 #: turns these into a fail-closed error or a degraded local budget. BusyLoadingError (a restarted
@@ -27,24 +38,33 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
 )
 
-_MICROS = 1_000_000
-
 # Every script reads the time from the server (TIME), never from the replica calling it, so the
-# replicas' clocks do not matter. Times are float microseconds: now is about 1.7e15 us, exact in
-# a Lua double (2^53 is about 9e15), and a GCRA interval keeps its fraction of a microsecond.
-# State is stored with %.17g so a double survives the trip through a string unchanged (Lua's
-# tostring keeps only 14 digits), and the same arithmetic as LocalBuckets gives the same factors.
-# Redis >= 5 replicates a script's effects rather than its text, so writing after TIME is allowed.
+# replicas' clocks do not matter (a test may pass its own clock instead, ARGV[1]; "" means TIME).
+# Times are float seconds, as in LocalBuckets: now is about 1.7e9 s, whose ulp (2.4e-7 s) is far
+# below EPSILON, and the same units let the script do LocalBuckets' arithmetic bit for bit. State
+# is stored with %.17g so a double survives the trip through a string unchanged (Lua's tostring
+# keeps only 14 digits); numbers are returned as strings too, because Redis truncates a Lua
+# number to an integer. Redis >= 5 replicates a script's effects rather than its text, so
+# writing after TIME is allowed.
 _PRELUDE = """
 local key = KEYS[1]
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local state = redis.call('HMGET', key, 'tat', 'factor', 'paused_until', 'hold_until')
+local now
+if ARGV[1] ~= '' then
+  now = tonumber(ARGV[1])
+else
+  local clock = redis.call('TIME')
+  now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+end
+local state = redis.call('HMGET', key, 'tat', 'factor', 'paused_until', 'hold_until',
+  'ceiling', 'throttled_at', 'accepted')
 local exists = state[1] ~= false
 local tat = tonumber(state[1]) or now
 local factor = tonumber(state[2]) or 1.0
 local paused_until = tonumber(state[3]) or 0
 local hold_until = tonumber(state[4]) or 0
+local ceiling = tonumber(state[5]) or 0
+local throttled_at = tonumber(state[6]) or 0
+local accepted = tonumber(state[7]) or 0
 local function num(x)
   return string.format('%.17g', x)
 end
@@ -53,82 +73,110 @@ end
 local function expire(idle)
   local busy = math.max(tat, paused_until) - now
   if busy < 0 then busy = 0 end
-  redis.call('PEXPIRE', key, math.ceil((busy + idle) / 1000))
+  redis.call('PEXPIRE', key, math.ceil((busy + idle) * 1000))
 end
 """
 
-# ARGV: rate per second, burst, idle microseconds. Returns 0 when a token was taken, else the
-# whole microseconds (rounded up, so never 0) until one may be: Redis turns a Lua number into an
-# integer by truncation, so the rounding is made explicit here.
+# ARGV: now, rate per second, burst, idle seconds. Returns "0" when a token was taken, else the
+# seconds until one may be.
 _TAKE = (
     _PRELUDE
     + f"""
-local rate, burst, idle = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local rate, burst, idle = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 if paused_until > now then
-  return math.ceil(paused_until - now)
+  return num(paused_until - now)
 end
 -- No burst while the rate is slowed after a throttle (see LocalBuckets.take).
 if factor < 1.0 then burst = 1 end
-local interval = 1000000 / (rate * factor)
+local interval = 1.0 / (rate * factor)
 if tat < now then tat = now end
 local allowed_at = tat + interval - burst * interval
--- The same slack as LocalBuckets (EPSILON, here in microseconds) against float rounding.
-if allowed_at > now + {EPSILON * _MICROS!r} then
-  return math.ceil(allowed_at - now)
+-- The same slack as LocalBuckets (EPSILON) against float rounding.
+if allowed_at > now + {EPSILON!r} then
+  return num(allowed_at - now)
 end
 tat = tat + interval
 redis.call('HSET', key, 'tat', num(tat))
 expire(idle)
-return 0
+return '0'
 """
 )
 
-# ARGV: retry_after microseconds, hold microseconds, idle microseconds.
+# ARGV: now, retry_after seconds, rate per second, hold seconds, idle seconds. Returns {} when
+# the throttle fell within a pause already paid for, else {ceiling, factor, how}: the arithmetic
+# of gateway.limiting.local.learn and LocalBuckets.penalize, in the same order.
 _PENALIZE = (
     _PRELUDE
     + f"""
-local retry_after, hold, idle = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
--- Calls in flight together (on any replica) are throttled together: one signal, one decrease.
+local retry_after, rate = tonumber(ARGV[2]), tonumber(ARGV[3])
+local hold, idle = tonumber(ARGV[4]), tonumber(ARGV[5])
+local result = {{}}
+-- Calls in flight together (on any replica) are throttled together: one signal, one decision.
 if paused_until <= now then
-  factor = math.max({MIN_FACTOR!r}, factor * {DECREASE!r})
+  local window = now - throttled_at
+  local learned, how
+  if ceiling <= 0.0 or window > {MAX_WINDOW!r} then
+    learned, how = factor, 'sent'
+  elseif window < {MIN_WINDOW!r} then
+    learned, how = factor * {DECREASE!r}, 'halved'
+  else
+    local measured = accepted / window / rate
+    learned, how = math.min(factor, math.max(measured, factor * {DECREASE!r})), 'measured'
+  end
+  ceiling = learned
+  factor = math.max({MIN_FACTOR!r}, learned * {BELOW!r})
+  throttled_at = now
+  accepted = 0
+  result = {{num(ceiling), num(factor), how}}
 end
 paused_until = math.max(paused_until, now + retry_after)
 hold_until = now + hold
 -- Spend the burst: after a throttle, AWS's bucket is empty, so ours should be too.
 tat = math.max(tat, paused_until)
 redis.call('HSET', key, 'tat', num(tat), 'factor', num(factor),
-  'paused_until', num(paused_until), 'hold_until', num(hold_until))
+  'paused_until', num(paused_until), 'hold_until', num(hold_until), 'ceiling', num(ceiling),
+  'throttled_at', num(throttled_at), 'accepted', num(accepted))
 expire(idle)
-return 0
+return result
 """
 )
 
-# ARGV: idle microseconds, hold microseconds. A bucket nobody has used has nothing to win back:
-# no key is created. After a decrease the factor is held (see HOLD_SECONDS) before it climbs
-# again, then climbs one step per tenth of the hold (see LocalBuckets.reward).
+# ARGV: now, idle seconds. A bucket nobody has used has nothing to count or win back: no key is
+# created. The count and the probe of LocalBuckets.reward.
 _REWARD = (
     _PRELUDE
     + f"""
-local idle, hold = tonumber(ARGV[1]), tonumber(ARGV[2])
-if exists and factor < 1.0 and now >= hold_until then
-  factor = math.min(1.0, factor + {INCREASE!r})
-  hold_until = now + hold / 10
-  redis.call('HSET', key, 'factor', num(factor), 'hold_until', num(hold_until))
+local idle = tonumber(ARGV[2])
+if not exists then return 0 end
+local changed = false
+if ceiling > 0.0 then
+  accepted = accepted + 1
+  changed = true
+end
+if factor < 1.0 and now >= hold_until then
+  factor = math.min(1.0, factor + {PROBE_STEP!r})
+  hold_until = now + {CLIMB_SECONDS!r}
+  if factor >= 1.0 then ceiling = 0.0 end
+  changed = true
+end
+if changed then
+  redis.call('HSET', key, 'factor', num(factor), 'hold_until', num(hold_until),
+    'ceiling', num(ceiling), 'accepted', num(accepted))
   expire(idle)
 end
 return 0
 """
 )
 
-# ARGV: rate per second, burst. Read-only. Returns strings: Redis would truncate Lua numbers.
+# ARGV: now, rate per second, burst. Read-only.
 _STATUS = (
     _PRELUDE
     + """
-local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local interval = 1000000 / (rate * factor)
+local rate, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
+local interval = 1.0 / (rate * factor)
 local tokens = burst - math.max(0, tat - now) / interval
 tokens = math.max(0, math.min(burst, tokens))
-return {num(tokens), num(factor)}
+return {num(tokens), num(factor), num(ceiling)}
 """
 )
 
@@ -139,10 +187,12 @@ class RedisBuckets:
     Each operation is one Lua script, so it is atomic across replicas, and reads the time from
     the server, so replicas with drifting clocks still share one budget. The key of a bucket is
     `{<prefix>:<account>:<region>}:bucket`: the braces are a Redis Cluster hash tag, so a bucket
-    lives in one slot and the scripts, which touch one key each, run on Redis Cluster. Fields:
-    `tat` (GCRA's theoretical arrival time), `factor` (1.0, or less after throttling),
-    `paused_until` and `hold_until` (no reward before it), times in microseconds of the server's
-    clock. Keys expire once idle (`idle_ttl` after their tokens and pause stop mattering).
+    lives in one slot and the scripts, which touch one key each, run on Redis Cluster. Fields (as
+    LocalBuckets' state): `tat` (GCRA's theoretical arrival time), `factor` (1.0, or less after
+    throttling), `paused_until`, `hold_until` (no probe step before it), `ceiling` (learned at
+    the last throttle), `throttled_at` and `accepted` (calls AWS accepted since); times in
+    seconds of the server's clock. Keys expire once idle (`idle_ttl` after their tokens and
+    pause stop mattering).
 
     redis-py's Script sends EVALSHA and loads the script on NOSCRIPT (a restarted or flushed
     server), so the script text crosses the network once per server, not once per call; if the
@@ -156,12 +206,15 @@ class RedisBuckets:
         idle_ttl: float = 60.0,
         hold: float = HOLD_SECONDS,
         close_client: bool = False,
+        clock: Clock | None = None,
     ) -> None:
         """`idle_ttl`: how long an idle bucket's state (above all its throttle factor) outlives
-        the last time it mattered. `hold`: how long after a throttle rewards are ignored (as
+        the last time it mattered. `hold`: how long after a throttle the rate is held (as
         LocalBuckets' HOLD_SECONDS; the script runs on the server's clock, so tests that cannot
         wait ten seconds shorten it). `close_client`: whether `close` closes `client` (true when
-        this object made it, as `from_url` does)."""
+        this object made it, as `from_url` does). `clock`: for tests only, time read from this
+        clock instead of the server's TIME, so a test can move it and compare every decision
+        with LocalBuckets on the same clock; replicas must never use it (their clocks differ)."""
         if "{" in prefix or "}" in prefix:
             raise ValueError(f"the Redis key prefix {prefix!r} may not contain braces")
         if idle_ttl <= 0:
@@ -170,9 +223,10 @@ class RedisBuckets:
             raise ValueError(f"hold may not be negative, not {hold}")
         self._client = client
         self._prefix = prefix
-        self._idle_us = idle_ttl * _MICROS
-        self._hold_us = hold * _MICROS
+        self._idle = idle_ttl
+        self._hold = hold
         self._close_client = close_client
+        self._clock = clock
         self._take = _Script(client, _TAKE)
         self._penalize = _Script(client, _PENALIZE)
         self._reward = _Script(client, _REWARD)
@@ -187,11 +241,14 @@ class RedisBuckets:
         idle_ttl: float = 60.0,
         hold: float = HOLD_SECONDS,
         timeout: float = 1.0,
+        clock: Clock | None = None,
         **client_kwargs: Any,
     ) -> RedisBuckets:
         """Buckets on a new client (see `fail_fast_client`), closed by `close`."""
         client = fail_fast_client(url, timeout=timeout, **client_kwargs)
-        return cls(client, prefix=prefix, idle_ttl=idle_ttl, hold=hold, close_client=True)
+        return cls(
+            client, prefix=prefix, idle_ttl=idle_ttl, hold=hold, close_client=True, clock=clock
+        )
 
     def key_for(self, key: BucketKey) -> str:
         """The Redis key holding `key`'s bucket."""
@@ -201,22 +258,32 @@ class RedisBuckets:
             raise ValueError(f"a bucket key may not contain braces: {key}")
         return f"{{{self._prefix}:{key.account_id}:{key.region}}}:bucket"
 
+    def _now(self) -> float | str:
+        # "": the script reads the server's TIME (see `clock`).
+        return "" if self._clock is None else self._clock.monotonic()
+
     async def take(self, key: BucketKey, rate: float, burst: int) -> float:
         _check(rate, burst)
-        wait_us = await self._take(self.key_for(key), rate, burst, self._idle_us)
-        return int(wait_us) / _MICROS
+        wait = await self._take(self.key_for(key), self._now(), rate, burst, self._idle)
+        return float(wait)
 
-    async def penalize(self, key: BucketKey, retry_after: float) -> None:
-        retry_us = max(0.0, retry_after) * _MICROS
-        await self._penalize(self.key_for(key), retry_us, self._hold_us, self._idle_us)
+    async def penalize(self, key: BucketKey, retry_after: float, rate: float) -> Penalty | None:
+        _check(rate, 1)
+        learned = await self._penalize(
+            self.key_for(key), self._now(), max(0.0, retry_after), rate, self._hold, self._idle
+        )
+        if not learned:
+            return None
+        ceiling, factor, how = learned
+        return Penalty(ceiling=float(ceiling), factor=float(factor), how=_text(how))
 
     async def reward(self, key: BucketKey) -> None:
-        await self._reward(self.key_for(key), self._idle_us, self._hold_us)
+        await self._reward(self.key_for(key), self._now(), self._idle)
 
     async def status(self, key: BucketKey, rate: float, burst: int) -> BucketStatus:
         _check(rate, burst)
-        tokens, factor = await self._status(self.key_for(key), rate, burst)
-        return BucketStatus(tokens=float(tokens), rate_factor=float(factor))
+        tokens, factor, ceiling = await self._status(self.key_for(key), self._now(), rate, burst)
+        return BucketStatus(tokens=float(tokens), rate_factor=float(factor), ceiling=float(ceiling))
 
     async def ping(self) -> None:
         """Raise one of OUTAGE_ERRORS unless the server answers (for start-up and readiness)."""
@@ -252,13 +319,18 @@ class _Script:
         self._text = text
         self._script: AsyncScript = client.register_script(text)
 
-    async def __call__(self, key: str, *args: float) -> Any:
+    async def __call__(self, key: str, *args: float | str) -> Any:
         try:
             return await self._script(keys=[key], args=args)
         except redis.exceptions.NoScriptError:
             # redis-py answers NOSCRIPT with SCRIPT LOAD then EVALSHA; a flush (or a failover)
             # between the two fails the call. EVAL sends the text: it runs and caches in one step.
             return await self._client.eval(self._text, 1, key, *args)
+
+
+def _text(value: bytes | str) -> str:
+    # A client with decode_responses=True answers str, the default one bytes.
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _check(rate: float, burst: int) -> None:

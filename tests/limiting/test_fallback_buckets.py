@@ -12,9 +12,9 @@ import redis.exceptions
 from gateway.clock import ManualClock
 from gateway.domain import BucketKey
 from gateway.errors import ErrorKind, GatewayError
-from gateway.limiting.base import BucketStatus
+from gateway.limiting.base import BucketStatus, Penalty
 from gateway.limiting.fallback import FallbackBuckets, FallbackMode
-from gateway.limiting.local import LocalBuckets
+from gateway.limiting.local import BELOW, LocalBuckets
 from gateway.limiting.queue import QueuedLimiter
 
 KEY = BucketKey("123456789012", "us-east-1")
@@ -42,9 +42,9 @@ class SwitchableBucket:
         await self._enter("take")
         return await self.inner.take(key, rate, burst)
 
-    async def penalize(self, key: BucketKey, retry_after: float) -> None:
+    async def penalize(self, key: BucketKey, retry_after: float, rate: float) -> Penalty | None:
         await self._enter("penalize")
-        await self.inner.penalize(key, retry_after)
+        return await self.inner.penalize(key, retry_after, rate)
 
     async def reward(self, key: BucketKey) -> None:
         await self._enter("reward")
@@ -127,9 +127,9 @@ class TestHealthy:
     ) -> None:
         """A throttle goes to the primary and to the local bucket, ready for an outage."""
         buckets = make(primary, local, clock, "degrade")
-        await buckets.penalize(KEY, 3.0)
-        assert (await primary.inner.status(KEY, 10.0, 5)).rate_factor == 0.5
-        assert (await local.status(KEY, 10.0, 5)).rate_factor == 0.5
+        await buckets.penalize(KEY, 3.0, 10.0)
+        assert (await primary.inner.status(KEY, 10.0, 5)).rate_factor == BELOW
+        assert (await local.status(KEY, 10.0, 5)).rate_factor == BELOW
 
     async def test_close_closes_both(
         self, primary: SwitchableBucket, local: LocalBuckets, clock: ManualClock
@@ -186,9 +186,9 @@ class TestFailClosed:
         replace it, and the throttle is kept locally."""
         buckets = make(primary, local, clock, "fail_closed")
         primary.down = True
-        await buckets.penalize(KEY, 3.0)
+        await buckets.penalize(KEY, 3.0, 10.0)
         await buckets.reward(KEY)
-        assert (await local.status(KEY, 10.0, 5)).rate_factor == 0.5
+        assert (await local.status(KEY, 10.0, 5)).rate_factor == BELOW
         assert not buckets.healthy
 
     async def test_status_reports_no_tokens(
@@ -196,9 +196,11 @@ class TestFailClosed:
     ) -> None:
         """Metrics keep working: no tokens (as callers see it) and the last known factor."""
         buckets = make(primary, local, clock, "fail_closed")
-        await buckets.penalize(KEY, 0.0)
+        await buckets.penalize(KEY, 0.0, 10.0)
         primary.down = True
-        assert await buckets.status(KEY, 10.0, 5) == BucketStatus(tokens=0.0, rate_factor=0.5)
+        assert await buckets.status(KEY, 10.0, 5) == BucketStatus(
+            tokens=0.0, rate_factor=BELOW, ceiling=1.0
+        )
 
     async def test_other_errors_are_bugs(
         self, primary: SwitchableBucket, local: LocalBuckets, clock: ManualClock
@@ -264,7 +266,7 @@ class TestDegrade:
     ) -> None:
         """A pause and slowdown reported while healthy apply to the degraded bucket too."""
         buckets = make(primary, local, clock, "degrade", replicas=2)
-        await buckets.penalize(KEY, 3.0)
+        await buckets.penalize(KEY, 3.0, 10.0)
         primary.down = True
         assert await buckets.take(KEY, 10.0, 5) == 3.0
 

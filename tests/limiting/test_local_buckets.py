@@ -1,6 +1,8 @@
-"""LocalBuckets on a frozen clock: the burst is granted whole, and a throttle is paid alike."""
+"""LocalBuckets on a frozen clock: the burst whole, throttle recovery, convergence on a quota."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 from hypothesis import given
@@ -8,7 +10,19 @@ from hypothesis import strategies as st
 
 from gateway.clock import ManualClock
 from gateway.domain import BucketKey
-from gateway.limiting.local import DECREASE, EPSILON, HOLD_SECONDS, LocalBuckets
+from gateway.limiting.base import Penalty
+from gateway.limiting.local import (
+    BELOW,
+    CLIMB_SECONDS,
+    DECREASE,
+    EPSILON,
+    HOLD_SECONDS,
+    MAX_WINDOW,
+    MIN_FACTOR,
+    MIN_WINDOW,
+    PROBE_STEP,
+    LocalBuckets,
+)
 
 KEY = BucketKey("123456789012", "us-east-1")
 
@@ -36,27 +50,185 @@ class TestBurstOnAFrozenClock:
 
 
 class TestPenalty:
-    """A throttle pauses the bucket, halves its rate, spends its burst and holds the rate."""
+    """A throttle pauses the bucket, spends its burst, learns a ceiling and runs just below it."""
 
-    async def test_pause_halve_no_burst(self) -> None:
-        """After penalize(2 s) at rate 4 burst 4: nothing for 2 s, then one token per 0.5 s
-        (half rate) and no burst even though the bucket has been idle."""
+    async def test_pause_below_no_burst(self) -> None:
+        """After penalize(2 s) at rate 4 burst 4: nothing for 2 s, then one token per
+        1 / (4 x BELOW) s and no burst even though the bucket has been idle."""
         clock = ManualClock()
         buckets = LocalBuckets(clock)
-        await buckets.penalize(KEY, 2.0)
+        assert await buckets.penalize(KEY, 2.0, 4.0) == Penalty(1.0, BELOW, "sent")
         assert await buckets.take(KEY, 4.0, 4) == pytest.approx(2.0)
         await clock.advance(5.0)
         assert await buckets.take(KEY, 4.0, 4) == 0.0
-        assert await buckets.take(KEY, 4.0, 4) == pytest.approx(1 / (4.0 * DECREASE))
-        assert (await buckets.status(KEY, 4.0, 4)).rate_factor == DECREASE
+        assert await buckets.take(KEY, 4.0, 4) == pytest.approx(1 / (4.0 * BELOW))
+        status = await buckets.status(KEY, 4.0, 4)
+        assert (status.rate_factor, status.ceiling) == (BELOW, 1.0)
 
-    async def test_reward_waits_for_the_hold(self) -> None:
-        """Successes win back rate only after HOLD_SECONDS."""
+    async def test_throttles_within_one_pause_are_one_signal(self) -> None:
+        """A second throttle during the pause extends it but teaches nothing (None)."""
         clock = ManualClock()
         buckets = LocalBuckets(clock)
-        await buckets.penalize(KEY, 0.0)
+        await buckets.penalize(KEY, 5.0, 4.0)
+        assert await buckets.penalize(KEY, 10.0, 4.0) is None
+        assert (await buckets.status(KEY, 4.0, 1)).rate_factor == BELOW
+        assert await buckets.take(KEY, 4.0, 1) == pytest.approx(10.0)
+
+    async def test_ceiling_is_measured_between_throttles(self) -> None:
+        """AWS's bucket is empty at both throttles, so the calls it accepted in between over
+        the time between is its rate: 30 accepted in 4 s at a configured 10/s is 0.75."""
+        clock = ManualClock()
+        buckets = LocalBuckets(clock)
+        await buckets.take(KEY, 10.0, 1)
+        await buckets.penalize(KEY, 1.0, 10.0)
+        for _ in range(30):
+            await buckets.reward(KEY)
+        await clock.advance(4.0)
+        learned = await buckets.penalize(KEY, 1.0, 10.0)
+        assert learned == Penalty(0.75, 0.75 * BELOW, "measured")
+
+    async def test_a_throttle_never_more_than_halves(self) -> None:
+        """One accepted call in 10 s would say 0.01; the ceiling is cut to half the rate the
+        bucket allowed instead (one throttle is one signal, not proof of starvation)."""
+        clock = ManualClock()
+        buckets = LocalBuckets(clock)
+        await buckets.penalize(KEY, 0.0, 10.0)
         await buckets.reward(KEY)
-        assert (await buckets.status(KEY, 1.0, 1)).rate_factor == DECREASE
+        await clock.advance(10.0)
+        learned = await buckets.penalize(KEY, 0.0, 10.0)
+        assert learned is not None
+        assert (learned.ceiling, learned.how) == (BELOW * DECREASE, "measured")
+
+    async def test_throttles_too_close_to_measure_halve(self) -> None:
+        """A throttle under MIN_WINDOW after the last one halves the rate (too few calls to
+        count); the factor never falls under MIN_FACTOR."""
+        clock = ManualClock()
+        buckets = LocalBuckets(clock)
+        await buckets.penalize(KEY, 0.0, 10.0)
+        await clock.advance(MIN_WINDOW / 2)
+        learned = await buckets.penalize(KEY, 0.0, 10.0)
+        assert learned == Penalty(BELOW * DECREASE, BELOW * DECREASE * BELOW, "halved")
+        for _ in range(10):
+            await clock.advance(MIN_WINDOW / 2)
+            await buckets.penalize(KEY, 0.0, 10.0)
+        assert (await buckets.status(KEY, 10.0, 1)).rate_factor == MIN_FACTOR
+
+    async def test_a_stale_window_is_not_measured(self) -> None:
+        """Past MAX_WINDOW AWS's bucket may have refilled meanwhile: the ceiling is the rate
+        the bucket allowed, not the (low) count."""
+        clock = ManualClock()
+        buckets = LocalBuckets(clock)
+        await buckets.penalize(KEY, 0.0, 10.0)
+        await clock.advance(MAX_WINDOW + 1.0)
+        assert await buckets.penalize(KEY, 0.0, 10.0) == Penalty(BELOW, BELOW * BELOW, "sent")
+
+
+class TestProbe:
+    """After the hold the rate probes upwards slowly: PROBE_STEP per CLIMB_SECONDS of
+    successes."""
+
+    async def test_hold_then_steps(self) -> None:
+        """No step within HOLD_SECONDS; then +PROBE_STEP per CLIMB_SECONDS (a second success
+        within CLIMB_SECONDS adds nothing)."""
+        clock = ManualClock()
+        buckets = LocalBuckets(clock)
+        await buckets.penalize(KEY, 0.0, 1.0)
+        await buckets.reward(KEY)
+        assert (await buckets.status(KEY, 1.0, 1)).rate_factor == BELOW
+        factors = []
         await clock.advance(HOLD_SECONDS)
+        for _ in range(3):
+            await buckets.reward(KEY)
+            await buckets.reward(KEY)
+            factors.append((await buckets.status(KEY, 1.0, 1)).rate_factor)
+            await clock.advance(CLIMB_SECONDS)
+        want, factor = [], BELOW
+        for _ in range(3):
+            factor = min(1.0, factor + PROBE_STEP)
+            want.append(factor)
+        assert factors == want
+
+    async def test_back_at_the_rate_forgets_the_ceiling(self) -> None:
+        """Once the probe is back at the configured rate the ceiling is stale: it reads 0."""
+        clock = ManualClock()
+        buckets = LocalBuckets(clock)
+        await buckets.penalize(KEY, 0.0, 1.0)
+        await clock.advance(HOLD_SECONDS)
+        for _ in range(round((1.0 - BELOW) / PROBE_STEP) + 1):
+            await buckets.reward(KEY)
+            await clock.advance(CLIMB_SECONDS)
+        status = await buckets.status(KEY, 1.0, 1)
+        assert (status.rate_factor, status.ceiling) == (1.0, 0.0)
+
+    async def test_reward_of_an_unused_bucket_does_nothing(self) -> None:
+        """A success on a bucket never taken from creates no state."""
+        buckets = LocalBuckets(ManualClock())
         await buckets.reward(KEY)
-        assert (await buckets.status(KEY, 1.0, 1)).rate_factor > DECREASE
+        assert buckets._states == {}
+
+
+class _AwsQuota:
+    """AWS's side: a token bucket of `rate` and `burst` that refuses with a whole-second
+    RetryAfterSeconds, as the emulator (and AWS) answer."""
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate, self.burst, self.tokens, self.stamp = rate, float(burst), float(burst), now
+
+    def call(self, now: float) -> float:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return float(max(1, math.ceil((1.0 - self.tokens) / self.rate)))
+
+
+async def _saturate(
+    rate: float, burst: int, quota: _AwsQuota, clock: ManualClock, seconds: float
+) -> tuple[float, int]:
+    """Send as fast as the bucket allows for `seconds`; (accepted per second over the second
+    half, throttles over the whole run)."""
+    buckets = LocalBuckets(clock)
+    end, half = clock.monotonic() + seconds, clock.monotonic() + seconds / 2
+    accepted_late = throttles = 0
+    while clock.monotonic() < end:
+        wait = await buckets.take(KEY, rate, burst)
+        if wait > 0:
+            await clock.advance(wait)
+            continue
+        retry_after = quota.call(clock.monotonic())
+        if retry_after:
+            throttles += 1
+            await buckets.penalize(KEY, retry_after, rate)
+        else:
+            accepted_late += clock.monotonic() >= half
+            await buckets.reward(KEY)
+    return accepted_late / (seconds / 2), throttles
+
+
+class TestConvergence:
+    """Saturated against a quota below the configured rate, the bucket settles within 10 % of
+    AWS's rate, and throttles become rare: it learns the ceiling instead of hunting for it."""
+
+    @pytest.mark.parametrize(
+        ("quota_rate", "quota_burst"), [(5.0, 10), (2.5, 20), (7.0, 20), (1.0, 5), (8.0, 5)]
+    )
+    async def test_settles_under_the_quota(self, quota_rate: float, quota_burst: int) -> None:
+        """Configured 10/s (burst 10), AWS's quota lower: over 600 s the accepted rate of the
+        last 300 s is within 10 % of the quota (a burst smaller than rate x RetryAfterSeconds,
+        as in 8/s burst 5, wastes AWS's refill during our pause and is the hardest case), with
+        at most one throttle per 15 s."""
+        clock = ManualClock()
+        quota = _AwsQuota(quota_rate, quota_burst, clock.monotonic())
+        accepted, throttles = await _saturate(10.0, 10, quota, clock, 600.0)
+        assert accepted == pytest.approx(quota_rate, rel=0.1)
+        assert throttles <= 600 / 15
+
+    async def test_quota_equal_to_the_rate(self) -> None:
+        """AWS's quota equal to the configured rate and burst: at most one throttle (float
+        drift between the two buckets) and the whole rate afterwards."""
+        clock = ManualClock()
+        quota = _AwsQuota(10.0, 10, clock.monotonic())
+        accepted, throttles = await _saturate(10.0, 10, quota, clock, 120.0)
+        assert throttles <= 1
+        assert accepted == pytest.approx(10.0, rel=0.02)

@@ -13,10 +13,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-import gateway.limiting.local
 from gateway.clock import ManualClock, SystemClock
 from gateway.domain import BucketKey
-from gateway.limiting.local import HOLD_SECONDS, INCREASE, MIN_FACTOR, LocalBuckets
+from gateway.limiting.base import Penalty
+from gateway.limiting.local import (
+    BELOW,
+    CLIMB_SECONDS,
+    DECREASE,
+    HOLD_SECONDS,
+    MIN_FACTOR,
+    PROBE_STEP,
+    LocalBuckets,
+)
 from gateway.limiting.queue import QueuedLimiter
 from gateway.limiting.redis import RedisBuckets
 from tests.conftest import REDIS_URL
@@ -100,65 +108,76 @@ class TestSharedBudget:
     async def test_penalize_is_seen_by_the_other(self, replica: Replica) -> None:
         """A throttle reported by one replica pauses and slows the other."""
         a, b = await replica(), await replica()
-        await a.penalize(KEY, 2.0)
-        assert (await b.status(KEY, 10.0, 5)).rate_factor == 0.5
+        await a.penalize(KEY, 2.0, 10.0)
+        assert (await b.status(KEY, 10.0, 5)).rate_factor == BELOW
         assert 1.9 < await b.take(KEY, 10.0, 5) <= 2.0
 
     async def test_reward_is_seen_by_the_other(self, replica: Replica) -> None:
         """A success reported by one replica wins back rate for both."""
         a, b = await replica(hold=0.0), await replica(hold=0.0)
-        await a.penalize(KEY, 0.0)
+        await a.penalize(KEY, 0.0, 10.0)
         await b.reward(KEY)
-        assert (await a.status(KEY, 10.0, 5)).rate_factor == 0.5 + INCREASE
+        assert (await a.status(KEY, 10.0, 5)).rate_factor == BELOW + PROBE_STEP
 
 
 class TestFeedback:
-    """penalize pauses the bucket, spends its burst and halves its rate down to a floor (once
-    per pause); reward wins rate back additively up to 1.0, but not during the hold."""
+    """penalize pauses the bucket, spends its burst, learns a ceiling and sets the rate just
+    below it (once per pause); reward counts accepted calls and probes up after the hold. The
+    arithmetic itself is compared with LocalBuckets' below (TestMatchesLocalBuckets)."""
 
     async def test_penalize_pauses(self, buckets: RedisBuckets) -> None:
         """During the pause every take waits for its end, and no token is left."""
-        await buckets.penalize(KEY, 30.0)
+        await buckets.penalize(KEY, 30.0, 1.0)
         assert 29.9 < await buckets.take(KEY, 1.0, 5) <= 30.0
         assert (await buckets.status(KEY, 1.0, 5)).tokens == 0.0
 
+    async def test_penalize_says_what_it_learned(self, buckets: RedisBuckets) -> None:
+        """The first throttle learns the rate the bucket allowed and runs at BELOW of it; the
+        ceiling shows in status."""
+        assert await buckets.penalize(KEY, 0.0, 4.0) == Penalty(1.0, BELOW, "sent")
+        status = await buckets.status(KEY, 4.0, 1)
+        assert (status.rate_factor, status.ceiling) == (BELOW, 1.0)
+
     async def test_halving_stops_at_the_floor(self, buckets: RedisBuckets) -> None:
-        """Repeated throttles (each after the last pause) halve the factor down to MIN_FACTOR."""
+        """Throttles too close together to measure halve the ceiling, down to MIN_FACTOR."""
         factors = []
         for _ in range(8):
-            await buckets.penalize(KEY, 0.0)
+            await buckets.penalize(KEY, 0.0, 1.0)
             factors.append((await buckets.status(KEY, 1.0, 1)).rate_factor)
-        assert factors == [0.5, 0.25, 0.125, 0.0625, MIN_FACTOR, MIN_FACTOR, MIN_FACTOR, MIN_FACTOR]
+        want, ceiling = [], 1.0
+        for i in range(8):
+            ceiling = ceiling if i == 0 else want[-1] * DECREASE
+            want.append(max(MIN_FACTOR, ceiling * BELOW))
+        assert factors == want
+        assert factors[-1] == MIN_FACTOR
 
-    async def test_throttles_within_one_pause_decrease_once(self, buckets: RedisBuckets) -> None:
+    async def test_throttles_within_one_pause_decide_once(self, buckets: RedisBuckets) -> None:
         """Calls throttled together are one signal: a second throttle during the pause extends
-        the pause but does not halve again."""
-        await buckets.penalize(KEY, 5.0)
-        await buckets.penalize(KEY, 10.0)
-        assert (await buckets.status(KEY, 1.0, 1)).rate_factor == 0.5
+        the pause but teaches nothing."""
+        await buckets.penalize(KEY, 5.0, 1.0)
+        assert await buckets.penalize(KEY, 10.0, 1.0) is None
+        assert (await buckets.status(KEY, 1.0, 1)).rate_factor == BELOW
         assert 9.9 < await buckets.take(KEY, 1.0, 1) <= 10.0
 
-    async def test_reward_is_additive_up_to_one(
-        self, client: redis.asyncio.Redis, prefix: str
-    ) -> None:
-        """Each reward adds INCREASE (the same float arithmetic as LocalBuckets); 1.0 caps it."""
-        buckets = RedisBuckets(client, prefix=prefix, hold=0.0)
-        await buckets.penalize(KEY, 0.0)
-        await buckets.penalize(KEY, 0.0)
-        expected = 0.25
-        for _ in range(3):
+    async def test_reward_probes_up_to_one(self, client: redis.asyncio.Redis, prefix: str) -> None:
+        """With no hold, a reward adds PROBE_STEP (the same floats as LocalBuckets); 1.0 caps
+        it and forgets the ceiling."""
+        clock = ManualClock()
+        buckets = RedisBuckets(client, prefix=prefix, hold=0.0, clock=clock)
+        await buckets.penalize(KEY, 0.0, 1.0)
+        await buckets.reward(KEY)
+        assert (await buckets.status(KEY, 1.0, 1)).rate_factor == BELOW + PROBE_STEP
+        for _ in range(10):
+            await clock.advance(CLIMB_SECONDS)
             await buckets.reward(KEY)
-            expected = min(1.0, expected + INCREASE)
-        assert (await buckets.status(KEY, 1.0, 1)).rate_factor == expected
-        for _ in range(20):
-            await buckets.reward(KEY)
-        assert (await buckets.status(KEY, 1.0, 1)).rate_factor == 1.0
+        status = await buckets.status(KEY, 1.0, 1)
+        assert (status.rate_factor, status.ceiling) == (1.0, 0.0)
 
     async def test_reward_waits_for_the_hold(self, buckets: RedisBuckets) -> None:
         """Within HOLD_SECONDS of a throttle, successes do not raise the rate."""
-        await buckets.penalize(KEY, 0.0)
+        await buckets.penalize(KEY, 0.0, 1.0)
         await buckets.reward(KEY)
-        assert (await buckets.status(KEY, 1.0, 1)).rate_factor == 0.5
+        assert (await buckets.status(KEY, 1.0, 1)).rate_factor == BELOW
 
     async def test_reward_of_an_unused_bucket_writes_nothing(
         self, buckets: RedisBuckets, client: redis.asyncio.Redis
@@ -207,10 +226,18 @@ class TestKeys:
         name = f"{{{prefix}:123456789012:us-east-1}}:bucket"
         assert buckets.key_for(KEY) == name
         await buckets.take(KEY, 1.0, 5)
-        await buckets.penalize(KEY, 1.0)
+        await buckets.penalize(KEY, 1.0, 1.0)
         assert await client.type(name) == b"hash"
         fields = set(await client.hkeys(name))
-        assert fields == {b"tat", b"factor", b"paused_until", b"hold_until"}
+        assert fields == {
+            b"tat",
+            b"factor",
+            b"paused_until",
+            b"hold_until",
+            b"ceiling",
+            b"throttled_at",
+            b"accepted",
+        }
         tag = f"{prefix}:123456789012:us-east-1".encode()
         assert key_slot(name.encode()) == key_slot(tag)
 
@@ -220,7 +247,7 @@ class TestKeys:
         """TTL: the time the state still matters (tokens owed, a pause) plus idle_ttl (60 s)."""
         await buckets.take(KEY, 1.0, 5)
         assert 60_500 < await client.pttl(buckets.key_for(KEY)) <= 61_000
-        await buckets.penalize(KEY, 30.0)
+        await buckets.penalize(KEY, 30.0, 1.0)
         assert 89_500 < await client.pttl(buckets.key_for(KEY)) <= 90_000
 
     async def test_idle_ttl_is_configurable(self, client: redis.asyncio.Redis, prefix: str) -> None:
@@ -249,12 +276,67 @@ _OPS = st.lists(
     max_size=30,
 )
 
+#: With a shared clock the sequences may move time too: across MIN_WINDOW, CLIMB_SECONDS,
+#: HOLD_SECONDS and MAX_WINDOW, so every branch of the arithmetic is compared.
+_TIMED_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("take"), st.just(0.0)),
+        st.tuples(st.just("penalize"), st.sampled_from([0.0, 0.5, 1.0, 2.0])),
+        st.tuples(st.just("reward"), st.integers(1, 40).map(float)),
+        st.tuples(st.just("status"), st.just(0.0)),
+        st.tuples(st.just("advance"), st.sampled_from([0.01, 0.1, 0.5, 1.0, 3.0, 11.0, 130.0])),
+    ),
+    max_size=50,
+)
+
 
 class TestMatchesLocalBuckets:
     """The Lua script and LocalBuckets decide alike: for the same operations, the same grants,
-    the same factors, and waits and tokens that differ only by the time the sequence ran."""
+    the same lessons and the same factors and ceilings."""
 
-    @pytest.mark.parametrize("hold", [0.0, HOLD_SECONDS])
+    @settings(
+        max_examples=200,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        ops=_TIMED_OPS,
+        rate=st.sampled_from([0.1, 1.0, 4.0, 7.3, 10.0]),
+        burst=st.integers(1, 4),
+        hold=st.sampled_from([0.0, 2.0, HOLD_SECONDS]),
+    )
+    async def test_same_decisions_on_one_clock(
+        self,
+        client: redis.asyncio.Redis,
+        prefix: str,
+        ops: list[tuple[str, float]],
+        rate: float,
+        burst: int,
+        hold: float,
+    ) -> None:
+        """On one ManualClock (the script told the time instead of reading TIME) every answer
+        is equal to the last bit: waits, Penalty (ceiling, factor, how), tokens, factors and
+        ceilings, through pauses, measured and halved ceilings, holds, probes and stale
+        windows (`reward` ops count several accepted calls, to make windows measurable)."""
+        clock = ManualClock()
+        remote = RedisBuckets(client, prefix=prefix, hold=hold, clock=clock)
+        local = LocalBuckets(clock, hold=hold)
+        key = BucketKey(uuid.uuid4().hex[:12], "eu-west-1")
+        for op, arg in ops:
+            if op == "take":
+                assert await remote.take(key, rate, burst) == await local.take(key, rate, burst)
+            elif op == "penalize":
+                got = await remote.penalize(key, arg, rate)
+                assert got == await local.penalize(key, arg, rate)
+            elif op == "reward":
+                for _ in range(int(arg)):
+                    await remote.reward(key)
+                    await local.reward(key)
+            elif op == "advance":
+                await clock.advance(arg)
+            assert await remote.status(key, rate, burst) == await local.status(key, rate, burst)
+
     @settings(
         max_examples=40,
         deadline=None,
@@ -262,21 +344,20 @@ class TestMatchesLocalBuckets:
         suppress_health_check=[HealthCheck.function_scoped_fixture],
     )
     @given(ops=_OPS, rate=st.sampled_from([0.1, 1.0, 4.0]), burst=st.integers(1, 4))
-    async def test_same_decisions(
+    async def test_same_decisions_on_the_servers_clock(
         self,
         client: redis.asyncio.Redis,
         prefix: str,
-        monkeypatch: pytest.MonkeyPatch,
-        hold: float,
         ops: list[tuple[str, float]],
         rate: float,
         burst: int,
     ) -> None:
-        """LocalBuckets runs on a frozen clock while the server's clock runs on, by `ahead`
-        seconds at most; when Redis grants a take that LocalBuckets refuses with a wait shorter
-        than that, the local clock catches up by the wait and must then grant too."""
-        monkeypatch.setattr(gateway.limiting.local, "HOLD_SECONDS", hold)
-        remote = RedisBuckets(client, prefix=prefix, hold=hold)
+        """On the server's own clock (TIME, as in production), against LocalBuckets on a
+        frozen clock: the server's clock runs on by `ahead` seconds at most, so when Redis
+        grants a take that LocalBuckets refuses with a wait shorter than that, the local clock
+        catches up by the wait and must then grant too. The hold is the real one, so within the
+        few milliseconds a sequence takes no probe step is due on either side."""
+        remote = RedisBuckets(client, prefix=prefix)
         clock = ManualClock()
         local = LocalBuckets(clock)
         key = BucketKey(uuid.uuid4().hex[:12], "eu-west-1")
@@ -295,14 +376,15 @@ class TestMatchesLocalBuckets:
                 assert (got == 0.0) == (want == 0.0), (got, want)
                 assert got == pytest.approx(want, abs=ahead())
             elif op == "penalize":
-                await remote.penalize(key, arg)
-                await local.penalize(key, arg)
+                learned = await remote.penalize(key, arg, rate)
+                assert learned == await local.penalize(key, arg, rate)
             elif op == "reward":
                 await remote.reward(key)
                 await local.reward(key)
             got_status = await remote.status(key, rate, burst)
             want_status = await local.status(key, rate, burst)
             assert got_status.rate_factor == want_status.rate_factor
+            assert got_status.ceiling == want_status.ceiling
             assert got_status.tokens == pytest.approx(want_status.tokens, abs=ahead() * rate)
 
 

@@ -69,13 +69,20 @@ class TestScriptCache:
             await client.script_flush()
             assert await buckets.take(KEY, 1.0, 2) > 0.0
             await client.script_flush()
-            await buckets.penalize(KEY, 0.0)
+            await buckets.penalize(KEY, 0.0, 1.0)
             await client.script_flush()
-            await buckets.penalize(KEY, 0.0)
+            await buckets.penalize(KEY, 0.0, 1.0)
             await client.script_flush()
             await buckets.reward(KEY)
             await client.script_flush()
-            assert (await buckets.status(KEY, 1.0, 2)).rate_factor == 0.25 + 0.05
+            # The same steps on LocalBuckets: the state survived every flush.
+            local = LocalBuckets(ManualClock(), hold=0.0)
+            await local.take(KEY, 1.0, 2)
+            await local.penalize(KEY, 0.0, 1.0)
+            await local.penalize(KEY, 0.0, 1.0)
+            await local.reward(KEY)
+            want = await local.status(KEY, 1.0, 2)
+            assert (await buckets.status(KEY, 1.0, 2)).rate_factor == want.rate_factor
         finally:
             await client.aclose()
 
@@ -101,7 +108,7 @@ class TestRedisRestart:
         server.stop()
         for call in (
             store.take(KEY, 1.0, 1),
-            store.penalize(KEY, 1.0),
+            store.penalize(KEY, 1.0, 1.0),
             store.reward(KEY),
             store.status(KEY, 1.0, 1),
             store.ping(),
