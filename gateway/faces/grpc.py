@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
@@ -15,7 +18,7 @@ from gateway.config import GrpcKeepaliveSettings
 from gateway.core.operations import Core
 from gateway.core.validation import validate_target
 from gateway.domain import StateUpdate, Target
-from gateway.errors import ErrorKind, GatewayError
+from gateway.errors import ErrorKind, FieldViolation, GatewayError, InvalidArgument
 from gateway.faces.auth import Access, grpc_caller
 from gateway.faces.introspection import HealthServicer, add_introspection
 from gateway.faces.messages import error_to_status, update_to_proto
@@ -159,6 +162,120 @@ async def _abort(
 
 def add_services(server: grpc.aio.Server, service: TransferGatewayService) -> HealthServicer:
     """Register the gateway, health (grpc.health.v1) and reflection (v1 and v1alpha); return
-    the health servicer so the app can turn it NOT_SERVING when it drains."""
-    pb_grpc.add_TransferGatewayServicer_to_server(service, server)
-    return add_introspection(server, [SERVICE_NAME])
+    the health servicer so the app can turn it NOT_SERVING when it drains. The gateway's and
+    health's methods answer INVALID_ARGUMENT to request bytes that are not a message."""
+    tolerant = TolerantRegistrar(server)
+    # Typed as a server: it is one to the generated code, which only registers handlers.
+    pb_grpc.add_TransferGatewayServicer_to_server(service, cast(grpc.aio.Server, tolerant))
+    return add_introspection(server, [SERVICE_NAME], health_server=tolerant)
+
+
+# -- request bytes that are not a message ----------------------------------------------------
+if TYPE_CHECKING:  # generic in grpc's stubs only
+    _AnyContext = grpc.aio.ServicerContext[Any, Any]
+    _Handler = grpc.RpcMethodHandler[Any, Any]
+    _Generic = grpc.GenericRpcHandler[Any, Any]
+
+
+class _Undecodable:
+    """What request bytes that do not parse as the method's message deserialize to.
+
+    A deserializer that raises makes grpc answer UNKNOWN "Unexpected <class
+    'google.protobuf.message.DecodeError'>: ...", an internal class name and no rich status.
+    So the deserializer returns this instead, and the method answers INVALID_ARGUMENT."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, method: str) -> None:
+        self.error = InvalidArgument(
+            [FieldViolation("request", f"is not a valid {method} request message (protobuf)")]
+        )
+
+
+def _tolerant(method: str, handler: _Handler) -> _Handler:
+    """`handler` with a deserializer that cannot raise and a behaviour that refuses what it
+    could not read. Streaming requests are left as they are (this API has none)."""
+    deserialize: Any = handler.request_deserializer
+    if handler.request_streaming or deserialize is None:
+        return handler
+
+    def read(raw: bytes) -> Any:
+        try:
+            return deserialize(raw)
+        except DecodeError:
+            return _Undecodable(method)
+
+    serialize = handler.response_serializer
+    if handler.response_streaming:
+        streams: Any = handler.unary_stream
+        if inspect.isasyncgenfunction(streams):
+
+            async def stream_messages(request: Any, context: _AnyContext) -> AsyncIterator[Any]:
+                if isinstance(request, _Undecodable):
+                    await _refuse(context, method, request)
+                async for message in streams(request, context):
+                    yield message
+
+            behaviour: Any = stream_messages
+        else:  # a coroutine that writes with context.write (grpc_health's Watch)
+
+            async def stream_by_writes(request: Any, context: _AnyContext) -> Any:
+                if isinstance(request, _Undecodable):
+                    await _refuse(context, method, request)
+                return await streams(request, context)
+
+            behaviour = stream_by_writes
+        return grpc.unary_stream_rpc_method_handler(
+            behaviour, request_deserializer=read, response_serializer=serialize
+        )
+    answers: Any = handler.unary_unary
+
+    async def answer(request: Any, context: _AnyContext) -> Any:
+        if isinstance(request, _Undecodable):
+            await _refuse(context, method, request)
+        return await answers(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        answer, request_deserializer=read, response_serializer=serialize
+    )
+
+
+async def _refuse(context: _AnyContext, method: str, request: _Undecodable) -> None:
+    log.info("call.undecodable", method=method)
+    await _abort(context, request.error)
+
+
+class _TolerantGeneric(grpc.GenericRpcHandler):  # type: ignore[type-arg]  # see _Generic
+    """A generic handler whose methods get _tolerant's deserializer (made once per method)."""
+
+    def __init__(self, inner: _Generic) -> None:
+        self._inner = inner
+        self._made: dict[str, _Handler] = {}
+
+    def service(self, details: grpc.HandlerCallDetails) -> _Handler | None:
+        name = details.method
+        made = self._made.get(name)
+        if made is None:
+            handler = self._inner.service(details)
+            if handler is None:
+                return None  # not ours; not kept, or any caller's made-up names would pile up
+            made = self._made[name] = _tolerant(name.rsplit("/", 1)[-1], handler)
+        return made
+
+
+class TolerantRegistrar:
+    """Stands in for the server while generated code (`add_*Servicer_to_server`) registers a
+    service: every method it registers gets a request deserializer that answers
+    INVALID_ARGUMENT to bytes that are not its message, the generated code staying as it is."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        # Any: grpc's stubs predate add_registered_method_handlers.
+        self._server: Any = server
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[_Generic]) -> None:
+        self._server.add_generic_rpc_handlers(tuple(_TolerantGeneric(h) for h in handlers))
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, _Handler]) -> None:
+        self._server.add_registered_method_handlers(
+            service, {name: _tolerant(name, h) for name, h in handlers.items()}
+        )

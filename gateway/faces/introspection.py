@@ -91,11 +91,14 @@ def _register_reflection_v1() -> None:
     pool.AddSerializedFile(proto.SerializeToString())
 
 
-def add_introspection(server: grpc.aio.Server, service_names: Iterable[str]) -> HealthServicer:
+def add_introspection(
+    server: grpc.aio.Server, service_names: Iterable[str], *, health_server: Any = None
+) -> HealthServicer:
     """Register health and both reflection versions for `service_names` (plus themselves);
-    return the health servicer so the app can turn it NOT_SERVING when it drains."""
+    return the health servicer so the app can turn it NOT_SERVING when it drains. Health is
+    registered through `health_server` when given (a stand-in that wraps its handlers)."""
     health_servicer = HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server or server)
     _register_reflection_v1()
     names = [*service_names, health.SERVICE_NAME, REFLECTION_V1, REFLECTION_V1ALPHA]
     servicer = reflection_aio.ReflectionServicer(names)
