@@ -30,10 +30,11 @@ from gateway.faces.auth import (
     http_auth_middleware,
     server_ssl_context,
 )
-from gateway.faces.aws import AwsApi
+from gateway.faces.aws import AwsApi, is_aws_request
 from gateway.faces.grpc import TransferGatewayService, add_services, server_options
 from gateway.faces.http import HttpApi, Readiness, error_response
 from gateway.faces.introspection import NOT_SERVING, SERVING
+from gateway.faces.sigv4 import Verifier, issued_keys
 from gateway.limiting import Bucket, FallbackBuckets, LocalBuckets, QueuedLimiter, RedisBuckets
 from gateway.limiting.redis import fail_fast_client
 from gateway.observability import Metrics
@@ -252,7 +253,9 @@ class GatewayApp:
 
     async def _start_http(self, core: Core, upstream: AioUpstream) -> None:
         s = self.settings
-        app = web.Application(middlewares=[http_auth_middleware(self.access, error_response)])
+        # The AWS-compatible endpoint authenticates by itself (SigV4, AWS-shaped refusals).
+        auth = http_auth_middleware(self.access, error_response, skip=is_aws_request)
+        app = web.Application(middlewares=[auth])
         HttpApi(
             core,
             self.metrics,
@@ -270,6 +273,7 @@ class GatewayApp:
             emulator_mode=s.upstream == "emulator",
             max_wait_seconds=s.aws_max_wait_seconds,
             access=self.access,
+            verifier=Verifier(issued_keys(s.auth).values(), self.clock.wall),
         ).add_routes(app)
         # handler_cancellation: a caller that hangs up cancels its handler, so its share of a
         # watch is dropped at once rather than at the next write.

@@ -285,6 +285,96 @@ class AccountSettings:
         )
 
 
+_ACCESS_KEY_ID = re.compile(r"[A-Za-z0-9]{16,128}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Shortest secret access key accepted: AWS's own are 40 characters.
+MIN_SECRET_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class AwsKeySettings:
+    """An AWS-style access key the gateway issues to a caller for its AWS-compatible endpoint:
+    requests signed with it (SigV4) act as that caller on the key's one account, as an AWS
+    access key belongs to one account."""
+
+    access_key_id: str
+    #: The 12-digit account every request signed with this key acts on.
+    account: str
+    #: Environment variable that holds the secret access key.
+    secret_env: str | None = None
+    #: File that holds the secret access key (surrounding whitespace ignored), e.g. a mounted
+    #: container secret.
+    secret_file: str | None = None
+    #: The secret itself, filled in by the loader from secret_env or secret_file; a settings
+    #: file or TRANSFER_GATEWAY_* value may not set it (a secret is never written into a
+    #: committed file). Code that builds Settings in process (tests) may set it directly.
+    secret: str = dataclasses.field(
+        default="",
+        repr=False,
+        compare=False,
+        metadata={"not_inline": "give secret_env or secret_file: a secret is never inline"},
+    )
+
+    def __post_init__(self) -> None:
+        _check(
+            self,
+            "access_key_id",
+            bool(_ACCESS_KEY_ID.fullmatch(self.access_key_id)),
+            "must be 16-128 letters and digits",
+        )
+        _check(self, "account", bool(_ACCOUNT.fullmatch(self.account)), "must be 12 digits")
+        _check(
+            self,
+            "secret_env",
+            self.secret_env is None or bool(_ENV_NAME.fullmatch(self.secret_env)),
+            "must be an environment variable name",
+        )
+        _check(
+            self,
+            "secret_file",
+            not (self.secret_env and self.secret_file),
+            "give secret_env or secret_file, not both",
+        )
+        _check(
+            self,
+            "secret_env",
+            bool(self.secret or self.secret_env or self.secret_file),
+            "the key needs its secret: give secret_env or secret_file",
+        )
+        if self.secret and len(self.secret) < MIN_SECRET_LENGTH:
+            # Named by where it came from, never by its value.
+            where = self.secret_env or self.secret_file or "secret"
+            raise SettingsError(
+                f"awskey.secret (from {where}): must be at least {MIN_SECRET_LENGTH} characters",
+                key="secret_env" if self.secret_env else "secret_file",
+                value=where,
+                problem=f"the secret must be at least {MIN_SECRET_LENGTH} characters",
+            )
+
+    def with_secret(self, environ: Mapping[str, str]) -> AwsKeySettings:
+        """This key with its secret read from `environ[secret_env]` or `secret_file`; raises
+        SettingsError naming the variable or file (never the secret) when it cannot."""
+        if self.secret:
+            return self
+        if self.secret_env:
+            value = environ.get(self.secret_env, "")
+            _check(self, "secret_env", bool(value), "names an environment variable that is unset")
+        else:
+            assert self.secret_file is not None  # __post_init__ saw to it
+            try:
+                with open(self.secret_file, encoding="utf-8") as f:
+                    value = f.read().strip()
+            except OSError as exc:
+                raise SettingsError(
+                    f"awskey.secret_file={self.secret_file!r}: cannot be read ({exc.strerror})",
+                    key="secret_file",
+                    value=self.secret_file,
+                    problem=f"cannot be read ({exc.strerror})",
+                ) from None
+            _check(self, "secret_file", bool(value), "is empty")
+        return dataclasses.replace(self, secret=value)
+
+
 @dataclass(frozen=True)
 class CallerSettings:
     """One calling service: who it is, how it proves it, and which accounts it may act on."""
@@ -297,6 +387,9 @@ class CallerSettings:
     #: 12-digit accounts this caller may act on, or ["*"] for all; empty: none (a caller that
     #: only reads /metrics, such as a Prometheus scraper).
     accounts: tuple[str, ...] = (ALL_ACCOUNTS,)
+    #: AWS-style access keys for the AWS-compatible endpoint (SigV4), each bound to one of the
+    #: caller's accounts.
+    aws_keys: tuple[AwsKeySettings, ...] = ()
 
     def __post_init__(self) -> None:
         _check(self, "name", bool(self.name.strip()), "must not be empty")
@@ -308,6 +401,12 @@ class CallerSettings:
         )
         bad = [a for a in self.accounts if a != ALL_ACCOUNTS and not _ACCOUNT.fullmatch(a)]
         _check(self, "accounts", not bad, f'must be 12-digit accounts or "*": {bad}')
+        outside = [
+            k.access_key_id
+            for k in self.aws_keys
+            if ALL_ACCOUNTS not in self.accounts and k.account not in self.accounts
+        ]
+        _check(self, "aws_keys", not outside, f"keys for accounts outside `accounts`: {outside}")
 
 
 @dataclass(frozen=True)
@@ -321,6 +420,12 @@ class AuthSettings:
     #: accounts, so it is closed by default when callers are configured; a scraper is a caller
     #: with `accounts = []` (docs/security.md). Without callers it is open, on loopback only.
     metrics_require_auth: bool = True
+    #: A SigV4 `Authorization` alongside a client certificate (mutual TLS), on the
+    #: AWS-compatible endpoint, for a caller that has no aws_keys: "verify" refuses it (the
+    #: signature cannot be checked); "scope_only" trusts the certificate alone and reads the
+    #: header for its account (access_keys, or a 12-digit key id) and region only. A caller
+    #: with aws_keys always has its signature verified.
+    mtls_sigv4: Literal["verify", "scope_only"] = "verify"
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.callers]
@@ -328,6 +433,15 @@ class AuthSettings:
         _check(self, "callers", not dupes, f"caller names must be unique: {dupes}")
         hashes = [c.token_sha256 for c in self.callers if c.token_sha256]
         _check(self, "callers", len(hashes) == len(set(hashes)), "two callers share a token")
+        key_ids = [k.access_key_id for c in self.callers for k in c.aws_keys]
+        shared = sorted({k for k in key_ids if key_ids.count(k) > 1})
+        _check(self, "callers", not shared, f"access key ids must be unique: {shared}")
+        _check(
+            self,
+            "mtls_sigv4",
+            self.mtls_sigv4 in ("verify", "scope_only"),
+            "must be verify or scope_only",
+        )
 
     @property
     def enabled(self) -> bool:

@@ -41,7 +41,29 @@ def load_settings(
             _merge(merged, _nest(keys, _EnvValue(raw, name)))
     for dotted, value in (overrides or {}).items():
         _merge(merged, _nest(dotted.split("."), value))
-    return build(Settings, merged)
+    return with_secrets(build(Settings, merged), environ or {})
+
+
+def with_secrets(settings: Settings, environ: Mapping[str, str]) -> Settings:
+    """`settings` with every caller's AWS key secret read from the variable (in `environ`) or
+    the file the key names; errors name the key's full path and the variable or file."""
+    callers = []
+    for i, caller in enumerate(settings.auth.callers):
+        keys = []
+        for j, key in enumerate(caller.aws_keys):
+            try:
+                keys.append(key.with_secret(environ))
+            except SettingsError as exc:
+                where = f"auth.callers[{i}].aws_keys[{j}].{exc.key}"
+                raise SettingsError(
+                    f"{where}={exc.value!r}: {exc.problem}",
+                    key=where,
+                    value=exc.value,
+                    problem=exc.problem,
+                ) from None
+        callers.append(dataclasses.replace(caller, aws_keys=tuple(keys)))
+    auth = dataclasses.replace(settings.auth, callers=tuple(callers))
+    return dataclasses.replace(settings, auth=auth)
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -94,6 +116,11 @@ def build(cls: type[_T], values: Mapping[str, Any], path: str = "") -> _T:
     if unknown:
         names = ", ".join(_key(path, u) for u in unknown)
         raise SettingsError(f"unknown setting(s): {names} (see docs/configuration.md)")
+    for name in values:
+        # Some fields are filled in by the loader only (a secret from its variable or file).
+        refused = fields[name].metadata.get("not_inline")
+        if refused:
+            raise SettingsError(f"{_key(path, name)}: may not be set here: {refused}")
     kwargs = {name: _coerce(value, hints[name], _key(path, name)) for name, value in values.items()}
     missing = [
         _key(path, f.name)
@@ -206,4 +233,4 @@ def _scalar(value: Any, env: _EnvValue | None, tp: Any, where: str) -> Any:
     raise TypeError(f"settings type {tp!r} of {where} has no reader: teach config_file")
 
 
-__all__ = ["CONFIG_ENV", "ENV_PREFIX", "build", "load_settings", "read_toml"]
+__all__ = ["CONFIG_ENV", "ENV_PREFIX", "build", "load_settings", "read_toml", "with_secrets"]

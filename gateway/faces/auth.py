@@ -45,7 +45,7 @@ class Caller:
 
     name: str
     accounts: frozenset[str] | None
-    method: Literal["token", "certificate", "anonymous"]
+    method: Literal["token", "certificate", "sigv4", "anonymous"]
 
     def may_act_on(self, account_id: str) -> bool:
         return self.accounts is None or account_id in self.accounts
@@ -75,6 +75,12 @@ class Access:
     @property
     def enabled(self) -> bool:
         return self.settings.enabled
+
+    def caller_named(self, name: str, method: Literal["sigv4"]) -> Caller:
+        """The configured caller `name`, authenticated by `method` elsewhere (the AWS face
+        verifies SigV4 itself); KeyError for a name that is not configured."""
+        known = self._by_name[name]
+        return Caller(known.name, known.accounts, method)
 
     def authenticate(self, authorization: str | None, certificate_cn: str | None) -> Caller:
         """The caller behind an `authorization` value and/or a verified client certificate's
@@ -187,7 +193,8 @@ def server_ssl_context(tls: TlsSettings) -> ssl.SSLContext:
     return context
 
 
-def _peer_cn(request: web.Request) -> str | None:
+def peer_common_name(request: web.Request) -> str | None:
+    """The subject CN of the request's client certificate (verified by TLS), if it has one."""
     transport = request.transport
     cert: Any = transport.get_extra_info("peercert") if transport is not None else None
     for rdn in (cert or {}).get("subject", ()):
@@ -227,7 +234,7 @@ def http_auth_middleware(
                 if access.enabled
                 else None
             )
-            caller = access.authenticate(authorization, _peer_cn(request))
+            caller = access.authenticate(authorization, peer_common_name(request))
         except GatewayError as exc:
             response = render_error(exc)
             response.headers["WWW-Authenticate"] = 'Bearer realm="transfer-gateway"'
@@ -254,6 +261,7 @@ __all__ = [
     "hash_token",
     "http_auth_middleware",
     "one_authorization",
+    "peer_common_name",
     "request_caller",
     "server_ssl_context",
 ]

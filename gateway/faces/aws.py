@@ -6,7 +6,7 @@ import datetime
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import structlog
@@ -19,7 +19,8 @@ from gateway.core.operations import Core
 from gateway.core.validation import validate_target
 from gateway.domain import BucketKey, Stage, Target
 from gateway.errors import AWS_CODES, ErrorKind, GatewayError, UpstreamError
-from gateway.faces.auth import TWO_AUTHORIZATIONS, Access, request_caller
+from gateway.faces import sigv4
+from gateway.faces.auth import ANONYMOUS, TWO_AUTHORIZATIONS, Access, Caller, peer_common_name
 from gateway.limiting.base import Priority
 from gateway.observability import Metrics
 
@@ -32,16 +33,35 @@ for _code, _kind in AWS_CODES.items():
     _AWS_CODE_OF.setdefault(_kind, _code)
 
 
+def is_aws_request(request: web.Request) -> bool:
+    """A request for the AWS-compatible endpoint (`POST /`), which authenticates by itself."""
+    return request.method == "POST" and request.path == "/"
+
+
 class RawUpstream(Protocol):
     """The upstream's pass-through call (AioUpstream.call_raw)."""
 
     async def call_raw(self, key: BucketKey, operation: str, **params: Any) -> dict[str, Any]: ...
 
 
+#: AWS's codes for a request whose credentials are refused, and the call outcome they count as.
+_AUTH_OUTCOMES = {
+    "MissingAuthenticationTokenException": "UNAUTHENTICATED",
+    "IncompleteSignatureException": "UNAUTHENTICATED",
+    "UnrecognizedClientException": "UNAUTHENTICATED",
+    "InvalidSignatureException": "UNAUTHENTICATED",
+}
+
+
 class AwsApi:
     """Answers StopServer through the core (budget, single flight, watchers) and DescribeServer
-    and ListServers through the budgeted upstream. The caller's signature is read for its access
-    key id only and never forwarded: upstream calls use the gateway's own credentials."""
+    and ListServers through the budgeted upstream. The caller's signature is never forwarded:
+    upstream calls use the gateway's own credentials.
+
+    Who calls (auth on): a SigV4 signature made with a key the gateway issued (verified by
+    `sigv4.Verifier`; the key names the caller and its one account), a client certificate
+    (mutual TLS), or a bearer token; refusals are AWS-shaped. With auth off the signature is
+    read for its access key id (the account) and scope (the region) only."""
 
     OPERATIONS = ("StopServer", "DescribeServer", "ListServers")
 
@@ -56,6 +76,7 @@ class AwsApi:
         emulator_mode: bool,
         max_wait_seconds: float,
         access: Access | None = None,
+        verifier: sigv4.Verifier | None = None,
     ) -> None:
         self._core = core
         self._caller = caller
@@ -65,6 +86,7 @@ class AwsApi:
         self._emulator_mode = emulator_mode
         self._max_wait = max_wait_seconds
         self._access = access
+        self._verifier = verifier or sigv4.Verifier((), lambda: 0.0)
         self._handlers: dict[
             str, Callable[[Target, dict[str, Any]], Awaitable[tuple[dict[str, Any], str]]]
         ] = {
@@ -84,20 +106,25 @@ class AwsApi:
         method = name if handler is not None else "unknown"
         outcome = "OK"
         server_id = ""
+        caller = ANONYMOUS
         try:
+            raw = await request.read()
+            # Who calls comes first: a refused caller learns nothing, not even the operations.
+            caller, account, region = self._identify(request, raw)
             if handler is None:
                 raise protocol.unknown_operation(target_header)
-            account, region = self._caller_of(request.headers.getall("Authorization", ()))
-            body = protocol.parse_body(await request.read())
+            body = protocol.parse_body(raw)
             server_id = protocol.server_id_of(body) if name != "ListServers" else ""
             target = self._target(account, region, server_id)
-            if self._access is not None:
+            if self._access is not None and self._access.enabled:
                 # The same check as the other faces, before any budget or upstream call.
-                self._access.authorize(request_caller(request), target)
+                self._access.authorize(caller, target)
             payload, request_id = await handler(target, body)
             return protocol.ok_response(payload, request_id or protocol.new_request_id())
         except AwsError as exc:
-            outcome = "INVALID_ARGUMENT" if exc.status < 500 else "INTERNAL"
+            outcome = _AUTH_OUTCOMES.get(exc.code) or (
+                "INVALID_ARGUMENT" if exc.status < 500 else "INTERNAL"
+            )
             return protocol.error_response(exc, protocol.new_request_id())
         except GatewayError as exc:
             outcome = exc.kind.grpc_code.name
@@ -116,31 +143,101 @@ class AwsApi:
             log.info(
                 "aws.call",
                 operation=method,
+                caller=caller.name,
                 outcome=outcome,
                 duration=round(time.monotonic() - started, 4),
             )
 
     # -- identity -------------------------------------------------------------------------------
-    def _caller_of(self, authorizations: Sequence[str]) -> tuple[str, str]:
-        """(account, region): the account from the access key id, the region from the scope.
-        Two Authorization headers are refused, auth on or off: which one counts would be a
-        guess (docs/security.md)."""
-        if len(authorizations) > 1:
+    def _identify(self, request: web.Request, body: bytes) -> tuple[Caller, str, str]:
+        """(caller, account, region) of a request, or the AwsError AWS would answer."""
+        values = request.headers.getall("Authorization", [])
+        if len(values) > 1:
+            # Auth on or off: which one counts would be a guess (docs/security.md). 401, not
+            # AWS's 400: this is the gateway's own rule, answered alike on every face.
             raise AwsError("IncompleteSignatureException", TWO_AUTHORIZATIONS, 401)
-        credential = protocol.credential_of(authorizations[0] if authorizations else None)
+        authorization = values[0] if values else None
+        access = self._access
+        if access is None or not access.enabled:
+            account, region = self._unverified(authorization)
+            return ANONYMOUS, account, region
+        cn = peer_common_name(request)
+        by_certificate = self._certificate_caller(access, cn)
+        if authorization is not None and sigv4.is_sigv4(authorization):
+            parsed = sigv4.parse_authorization(authorization)
+            if (
+                by_certificate is not None
+                and access.settings.mtls_sigv4 == "scope_only"
+                and not self._has_keys(by_certificate.name)
+            ):
+                # The certificate says who calls; the header only says where.
+                return by_certificate, self._account_of_key(parsed.access_key_id), parsed.region
+            received = sigv4.Received(
+                request.method, request.raw_path, list(request.headers.items()), body
+            )
+            verified = self._verifier.verify(received, parsed)
+            if by_certificate is not None and verified.key.caller != by_certificate.name:
+                raise sigv4.unrecognized(
+                    "The access key and the client certificate belong to different callers."
+                )
+            caller = access.caller_named(verified.key.caller, "sigv4")
+            return caller, verified.key.account, verified.region
+        # A bearer token, a client certificate alone, or nothing.
+        try:
+            caller = access.authenticate(authorization, cn)
+        except GatewayError:
+            if authorization:
+                if authorization[:7].lower() == "bearer ":
+                    raise sigv4.unrecognized() from None
+                raise sigv4.incomplete(
+                    "Authorization header requires 'Credential' parameter. Authorization header"
+                    " requires 'Signature' parameter. Authorization header requires"
+                    " 'SignedHeaders' parameter."
+                ) from None
+            if cn is not None:
+                raise sigv4.unrecognized(
+                    "The client certificate names no caller of this gateway."
+                ) from None
+            raise sigv4.missing_token() from None
+        settings = self._core.settings
+        return caller, settings.default_account, settings.default_region
+
+    def _certificate_caller(self, access: Access, cn: str | None) -> Caller | None:
+        if cn is None:
+            return None
+        try:
+            return access.authenticate(None, cn)
+        except GatewayError:
+            return None  # not a caller's name (or mutual TLS off): the certificate says nothing
+
+    def _has_keys(self, caller_name: str) -> bool:
+        return any(self._verifier.keys_of(caller_name))
+
+    def _account_of_key(self, key_id: str) -> str:
+        """The account an unverified access key id stands for: `access_keys`, else a 12-digit
+        key id is the account."""
+        account = self._access_keys.get(key_id) or protocol.account_of_key(key_id)
+        if account is None:
+            raise sigv4.unrecognized(
+                "The access key id names no account (list it in access_keys or use the"
+                " 12-digit account as the key id)."
+            )
+        return account
+
+    def _unverified(self, authorization: str | None) -> tuple[str, str]:
+        """(account, region) with auth off: the account from the access key id, the region
+        from the scope; the signature is not checked (nobody was issued a key)."""
+        credential = protocol.credential_of(authorization)
         if credential is None:
             if self._emulator_mode:
                 return self._core.settings.default_account, self._core.settings.default_region
-            raise AwsError("MissingAuthenticationTokenException", "Missing Authentication Token")
+            raise sigv4.missing_token()
         key_id, region = credential
         account = self._access_keys.get(key_id)
         if account is None and self._emulator_mode:
             account = protocol.account_of_key(key_id) or self._core.settings.default_account
         if account is None:
-            raise AwsError(
-                "UnrecognizedClientException",
-                "The security token included in the request is invalid.",
-            )
+            raise sigv4.unrecognized()
         return account, region
 
     def _target(self, account: str, region: str, server_id: str) -> Target:
