@@ -516,9 +516,11 @@ class Settings:
     #: The HTTP face (NDJSON/SSE streams, the AWS-compatible endpoint, health, metrics).
     http_host: str = "127.0.0.1"
     http_port: int = 8080
-    #: The AWS-compatible endpoint: SigV4 access key id -> the 12-digit account its calls act
-    #: on. In emulator mode a 12-digit key id that is not listed is taken as the account (the
-    #: emulator's convention); otherwise an unlisted key is refused.
+    #: The AWS-compatible endpoint with auth off (or auth.mtls_sigv4 = "scope_only"): SigV4
+    #: access key id -> the 12-digit account its calls act on, signature not verified. In
+    #: emulator mode a 12-digit key id that is not listed is taken as the account (the
+    #: emulator's convention); otherwise an unlisted key is refused. With auth on, keys are
+    #: callers' aws_keys, verified.
     access_keys: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: Longest the AWS-compatible endpoint waits for a call to be accepted (the budget wait and
     #: the upstream call) before it answers ThrottlingException with RetryAfterSeconds (which
@@ -610,6 +612,13 @@ class Settings:
         # shorter than 30 minutes would be refreshed on nearly every call.
         _check(
             self, "role_session_seconds", 1800 <= self.role_session_seconds <= 43200, "1800..43200"
+        )
+        _check(
+            self,
+            "auth",
+            self.auth.mtls_sigv4 == "verify" or bool(self.tls.client_ca_file),
+            'auth.mtls_sigv4 = "scope_only" trusts client certificates: it needs'
+            " tls.client_ca_file (mutual TLS)",
         )
         # Safe default: with nobody configured to call, only this machine may reach the gateway.
         if not self.auth.enabled and not self.auth.allow_unauthenticated:

@@ -87,6 +87,8 @@ AWS_CODES: Mapping[str, ErrorKind] = {
     "ExpiredTokenException": ErrorKind.UPSTREAM_ACCESS_DENIED,
     "InvalidSignatureException": ErrorKind.UPSTREAM_ACCESS_DENIED,
     "SignatureDoesNotMatch": ErrorKind.UPSTREAM_ACCESS_DENIED,
+    "MissingAuthenticationTokenException": ErrorKind.UPSTREAM_ACCESS_DENIED,
+    "IncompleteSignatureException": ErrorKind.UPSTREAM_ACCESS_DENIED,
     "ValidationException": ErrorKind.INVALID_ARGUMENT,
     # After ValidationException: the AWS face words our own INVALID_ARGUMENT as the first code.
     "InvalidNextTokenException": ErrorKind.INVALID_ARGUMENT,

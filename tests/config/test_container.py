@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -83,10 +84,18 @@ class TestCompose:
         compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
         gateway = compose["services"]["gateway"]
         source = gateway["volumes"][0].split(":")[0]
+        # compose's `${NAME:-default}`: the default, as `docker compose up` gives it.
+        environ = {
+            k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(v))
+            for k, v in gateway["environment"].items()
+        }
         settings = load_settings(
-            ROOT / source,
-            gateway["environment"],
-            {"grpc_host": "0.0.0.0", "http_host": "0.0.0.0"},
+            ROOT / source, environ, {"grpc_host": "0.0.0.0", "http_host": "0.0.0.0"}
         )
         assert settings.auth.enabled
+        (key,) = settings.auth.callers[0].aws_keys  # the README's AWS CLI line signs with it
+        assert (key.access_key_id, key.secret) == (
+            "AKIADEMOGATEWAY00001",
+            "demo-aws-secret-change-me",
+        )
         assert settings.limiter == "redis"

@@ -32,8 +32,11 @@ def _keys(cls: type[Any], prefix: str = "") -> list[str]:
 
 class TestExampleFile:
     def test_the_example_file_loads(self) -> None:
-        """gateway.example.toml is valid: it loads into Settings with its accounts and callers."""
-        settings = load_settings(EXAMPLE, {})
+        """gateway.example.toml is valid: it loads into Settings with its accounts and callers
+        (given the secret its AWS key names in the environment)."""
+        secret = "example-secret-0123456789"
+        settings = load_settings(EXAMPLE, {"OPS_AWS_SECRET_ACCESS_KEY": secret})
+        assert settings.auth.callers[0].aws_keys[0].secret == secret
         assert [a.account_id for a in settings.accounts] == ["000000000000", "111111111111"]
         assert [c.name for c in settings.auth.callers] == ["ops", "billing"]
 
