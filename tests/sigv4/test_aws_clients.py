@@ -16,12 +16,14 @@ from unittest import mock
 import aiohttp
 import boto3
 import pytest
+import structlog
 import yaml
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from gateway.app import GatewayApp
 from gateway.config_file import load_settings
+from gateway.observability import configure_logging
 from tests.e2e.conftest import GatewayFactory
 from tests.sigv4.support import (
     AUTH,
@@ -354,3 +356,38 @@ class TestAwsCli:
         assert "(UnrecognizedClientException)" in err
         assert "The security token included in the request is invalid." in err
         assert _upstream_calls(gateway) == 0
+
+
+class TestSecretsStayOut:
+    async def test_signed_calls_log_no_secret(
+        self,
+        gateway: GatewayApp,
+        capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """Good and badly signed calls at debug level: no issued secret (nor the signature a
+        caller sent) appears in the logs, the answers or /metrics."""
+        configure_logging("debug", "json")
+        try:
+            assert gateway.emulator is not None
+            (server,) = gateway.emulator.create_servers(1, account=A)
+            await asyncio.to_thread(_client(gateway).describe_server, ServerId=server)
+            wrong = await _refused(
+                _client(gateway, secret=OPS_SECRET[::-1]).stop_server, ServerId=server
+            )
+            signed = sign(f"127.0.0.1:{gateway.http_port}", "ListServers", {})
+            async with aiohttp.ClientSession(skip_auto_headers=("Content-Type",)) as http:
+                async with http.post(
+                    _url(gateway) + "/", data=signed.body, headers=signed.headers
+                ) as response:
+                    answered = await response.text()
+                async with http.get(_url(gateway) + "/metrics") as response:
+                    metrics = await response.text()
+            logs = capsys.readouterr().err + caplog.text
+            assert '"aws.call"' in logs  # the logs were captured at all
+            signature = signed.headers["Authorization"].rsplit("Signature=", 1)[1]
+            for secret in (OPS_SECRET, OPS_SECRET[::-1], signature):
+                for seen in (logs, metrics, answered, str(wrong.response)):
+                    assert secret not in seen
+        finally:
+            structlog.reset_defaults()
