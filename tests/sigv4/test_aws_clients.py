@@ -229,7 +229,8 @@ class TestWithoutSigV4:
         assert _upstream_calls(gateway) == 0
 
     async def test_two_authorization_headers_are_refused(self, gateway: GatewayApp) -> None:
-        """A good SigV4 header and a second Authorization: refused, nothing upstream."""
+        """A good SigV4 header and a second Authorization: refused in AWS's shape (401, the
+        gateway's own rule for two values on every face), nothing upstream."""
         signed = sign(f"127.0.0.1:{gateway.http_port}", "ListServers", {})
         headers = [*signed.headers.items(), ("Authorization", f"Bearer {BILLING_TOKEN}")]
         async with (
@@ -237,7 +238,7 @@ class TestWithoutSigV4:
             http.post(_url(gateway) + "/", data=signed.body, headers=headers) as response,
         ):
             body = await response.json(content_type=None)
-        assert (response.status, body["__type"]) == (400, "IncompleteSignatureException")
+        assert (response.status, body["__type"]) == (401, "IncompleteSignatureException")
         assert _upstream_calls(gateway) == 0
 
     async def test_a_hand_signed_request_from_aiohttp_verifies(self, gateway: GatewayApp) -> None:
