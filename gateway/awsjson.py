@@ -117,6 +117,9 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
+    except RecursionError:
+        # `[[[[...` a few KB deep overflows json's recursion: bad input, not a server error.
+        raise serialization_error("Malformed JSON request body: nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise serialization_error(f"Malformed JSON request body: {exc}") from exc
     if not isinstance(body, dict):

@@ -21,10 +21,14 @@ from gateway.domain import BucketKey, Stage, Target
 from gateway.errors import AWS_CODES, ErrorKind, GatewayError, UpstreamError
 from gateway.faces import sigv4
 from gateway.faces.auth import ANONYMOUS, TWO_AUTHORIZATIONS, Access, Caller, peer_common_name
+from gateway.faces.bodies import BodyError, BodyProblem, read_body
 from gateway.limiting.base import Priority
 from gateway.observability import Metrics
 
 log = structlog.get_logger(__name__)
+
+#: Transfer's inputs are a few short fields; aiohttp's own default limit, and the emulator's.
+MAX_BODY_BYTES = 1024 * 1024
 
 #: The first AWS code the error table maps to each kind, read backwards: what AWS itself would
 #: have said for that situation. Kinds with no AWS code of their own fall back on their status.
@@ -77,7 +81,10 @@ class AwsApi:
         max_wait_seconds: float,
         access: Access | None = None,
         verifier: sigv4.Verifier | None = None,
+        body_timeout_seconds: float | None = None,
     ) -> None:
+        #: How long a request body may take to arrive (None: as long as it likes).
+        self._body_timeout = body_timeout_seconds
         self._core = core
         self._caller = caller
         self._upstream = upstream
@@ -108,7 +115,7 @@ class AwsApi:
         server_id = ""
         caller = ANONYMOUS
         try:
-            raw = await request.read()
+            raw = await self._read(request)
             # Who calls comes first: a refused caller learns nothing, not even the operations.
             caller, account, region = self._identify(request, raw)
             if handler is None:
@@ -147,6 +154,13 @@ class AwsApi:
                 outcome=outcome,
                 duration=round(time.monotonic() - started, 4),
             )
+
+    async def _read(self, request: web.Request) -> bytes:
+        """The body within MAX_BODY_BYTES and the body timeout, refused in AWS's words."""
+        try:
+            return await read_body(request, max_bytes=MAX_BODY_BYTES, seconds=self._body_timeout)
+        except BodyError as exc:
+            raise aws_body_error(exc) from None
 
     # -- identity -------------------------------------------------------------------------------
     def _identify(self, request: web.Request, body: bytes) -> tuple[Caller, str, str]:
@@ -308,6 +322,17 @@ def _epoch_seconds(value: object) -> float:
     if isinstance(value, datetime.datetime):
         return value.timestamp()
     raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def aws_body_error(error: BodyError) -> AwsError:
+    """A body that could not be had, as AWS words it: 413 SerializationException when too
+    large (as the emulator, and aiohttp's own limit, answer), 408 RequestTimeoutException
+    when too slow (the SDKs retry that code), 400 SerializationException when not JSON."""
+    if error.problem is BodyProblem.TOO_LARGE:
+        return AwsError("SerializationException", f"Request body too large: {error.message}", 413)
+    if error.problem is BodyProblem.TOO_SLOW:
+        return AwsError("RequestTimeoutException", error.message, 408)
+    return protocol.serialization_error(f"Malformed request body: {error.message}")
 
 
 def aws_error_for(error: GatewayError, server_id: str = "") -> tuple[AwsError, str]:

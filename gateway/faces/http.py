@@ -24,6 +24,7 @@ from gateway.core.validation import validate_target
 from gateway.domain import StateUpdate, Target
 from gateway.errors import ErrorKind, FieldViolation, GatewayError, InvalidArgument
 from gateway.faces.auth import Access, request_caller
+from gateway.faces.bodies import BodyError, BodyProblem, parse_json, read_body
 from gateway.faces.messages import error_to_status, update_to_proto
 from gateway.observability import Metrics
 
@@ -67,8 +68,11 @@ class HttpApi:
         before_scrape: Callable[[], Awaitable[None]] | None = None,
         heartbeat_seconds: float = 15.0,
         access: Access | None = None,
+        body_timeout_seconds: float | None = None,
     ) -> None:
         self._core = core
+        #: How long a request body may take to arrive (None: as long as it likes).
+        self._body_timeout = body_timeout_seconds
         #: Who may act on which account (gateway.faces.auth); the app's middleware authenticated the
         #: caller already. None: anyone, on any account.
         self._access = access
@@ -93,7 +97,7 @@ class HttpApi:
     # -- streaming routes --------------------------------------------------------------------
     async def stop(self, request: web.Request) -> web.StreamResponse:
         async def fields() -> tuple[str, str]:
-            body = await _read_json_body(request)
+            body = await _read_json_body(request, self._body_timeout)
             return body.get("accountId", ""), body.get("region", "")
 
         return await self._serve(request, "StopServer", self._core.stop, fields)
@@ -258,6 +262,13 @@ def retry_after_header(error: GatewayError) -> str | None:
     return str(max(1, math.ceil(seconds)))
 
 
+def body_error(error: BodyError) -> GatewayError:
+    """A body that could not be had, as the table's error: INVALID_ARGUMENT naming `body`."""
+    if error.problem is BodyProblem.TOO_LARGE:
+        return InvalidArgument([FieldViolation("body", f"must be at most {MAX_BODY_BYTES} bytes")])
+    return InvalidArgument([FieldViolation("body", f"must be a JSON object ({error.message})")])
+
+
 def error_response(error: GatewayError) -> web.Response:
     """An error before the first byte: the table's HTTP status and a google.rpc.Status body."""
     headers = {}
@@ -294,30 +305,16 @@ def _deadline(request: web.Request, clock: Clock) -> float | None:
     return clock.monotonic() + int(match.group(1)) * _TIMEOUT_UNITS[match.group(2)]
 
 
-async def _read_json_body(request: web.Request) -> dict[str, str]:
+async def _read_json_body(request: web.Request, seconds: float | None) -> dict[str, str]:
     """The stop body: an optional JSON object with string `accountId` and `region`.
 
     Unknown fields are refused rather than ignored (grpc-gateway ignores them): a misspelt
     `acountId` would otherwise stop a server in the default account."""
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise InvalidArgument([FieldViolation("body", f"must be at most {MAX_BODY_BYTES} bytes")])
-    # A chunked body has no length up front: read to the end, but never past the cap.
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(4096):
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise InvalidArgument(
-                [FieldViolation("body", f"must be at most {MAX_BODY_BYTES} bytes")]
-            )
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    if not raw.strip():
-        return {}
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument([FieldViolation("body", "must be a JSON object")]) from None
+        raw = await read_body(request, max_bytes=MAX_BODY_BYTES, seconds=seconds)
+        body = parse_json(raw) if raw.strip() else {}
+    except BodyError as exc:
+        raise body_error(exc) from None
     if not isinstance(body, dict):
         raise InvalidArgument([FieldViolation("body", "must be a JSON object")])
     violations: list[FieldViolation] = []
