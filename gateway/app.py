@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -15,6 +15,8 @@ import redis.asyncio
 import structlog
 from aiobotocore.session import get_session
 from aiohttp import web
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import NoCredentialsError, PartialCredentialsError
 
 from gateway.clock import Clock, SystemClock
 from gateway.config import AccountSettings, CoreSettings, Settings
@@ -24,6 +26,7 @@ from gateway.core.coordination import Leases, LocalLeases, RedisLeases
 from gateway.core.operations import Core
 from gateway.domain import BucketKey
 from gateway.emulator.server import Emulator
+from gateway.errors import GatewayError
 from gateway.faces.auth import (
     Access,
     grpc_server_credentials,
@@ -38,6 +41,7 @@ from gateway.faces.sigv4 import Verifier, issued_keys
 from gateway.limiting import Bucket, FallbackBuckets, LocalBuckets, QueuedLimiter, RedisBuckets
 from gateway.limiting.redis import fail_fast_client
 from gateway.observability import Metrics
+from gateway.startup import StartupError, listening
 from gateway.upstream.aio import AioUpstream, ClientSettings, emulator_credentials
 from gateway.upstream.credentials import EMULATOR_BASE_CREDENTIALS, AccountSessions
 
@@ -101,6 +105,17 @@ class GatewayApp:
         self.core: Core | None = None
 
     async def start(self) -> None:
+        """Start every part. When one fails, what had started is closed again (no task,
+        socket or client session is left behind) before the error is raised: a StartupError,
+        naming the cause and the fix, when the cause is one an operator can fix."""
+        try:
+            await self._start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.stop(grace=0, quiet=True)
+            raise
+
+    async def _start(self) -> None:
         s = self.settings
         endpoint_url: str | None = s.endpoint_url
         credentials = None
@@ -110,7 +125,8 @@ class GatewayApp:
         if s.upstream == "emulator" and endpoint_url is None:
             # An endpoint given (a standalone emulator shared by replicas): nothing embedded.
             self.emulator = Emulator(s.emulator)
-            await self.emulator.start()
+            with listening("the embedded emulator", s.emulator.host, s.emulator.port):
+                await self.emulator.start()
             endpoint_url = self.emulator.url
             if s.demo_servers:
                 self.demo_server_ids = self.emulator.create_servers(
@@ -118,6 +134,9 @@ class GatewayApp:
                     account=core_settings.default_account,
                     region=core_settings.default_region,
                 )
+            # emulator.seed (serve --emulator-seed) seeds the embedded emulator as `emulator
+            # --seed` seeds a standalone one: ONLINE servers in the emulator's default account.
+            self.demo_server_ids += self.emulator.create_servers(s.emulator.seed)
         session = get_session()
         self.sessions = AccountSessions(
             session,
@@ -129,7 +148,8 @@ class GatewayApp:
         )
         if s.upstream == "aws" and not s.accounts:
             # No accounts listed: the gateway serves the one its own identity belongs to.
-            learned = await self.sessions.caller_account()
+            with _own_identity(endpoint_url):
+                learned = await self.sessions.caller_account()
             self.accounts = Accounts((AccountSettings(learned),), s.core.budget)
             self.access = Access(s.auth, self.accounts, mtls=bool(s.tls.client_ca_file))
             core_settings = dataclasses.replace(core_settings, default_account=learned)
@@ -157,11 +177,12 @@ class GatewayApp:
             self._server, TransferGatewayService(self.core, self.metrics, self.access)
         )
         grpc_address = f"{s.grpc_host}:{s.grpc_port}"
-        if s.tls.enabled:
-            credentials_ = grpc_server_credentials(s.tls)
-            self.grpc_port = self._server.add_secure_port(grpc_address, credentials_)
-        else:
-            self.grpc_port = self._server.add_insecure_port(grpc_address)
+        with listening("gRPC", s.grpc_host, s.grpc_port, probe=True):
+            if s.tls.enabled:
+                credentials_ = grpc_server_credentials(s.tls)
+                self.grpc_port = self._server.add_secure_port(grpc_address, credentials_)
+            else:
+                self.grpc_port = self._server.add_insecure_port(grpc_address)
         await self._server.start()
         self.phase = "serving"
         if self.budget_store is not None:
@@ -287,7 +308,8 @@ class GatewayApp:
         try:
             ssl_context = server_ssl_context(s.tls) if s.tls.enabled else None
             site = web.TCPSite(runner, s.http_host, s.http_port, ssl_context=ssl_context)
-            await site.start()
+            with listening("HTTP", s.http_host, s.http_port):
+                await site.start()
         except BaseException:
             await runner.cleanup()
             raise
@@ -347,8 +369,10 @@ class GatewayApp:
     def bucket_keys(self) -> list[BucketKey]:
         return self.limiter.keys()
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Drain: health NOT_SERVING, open streams end SHUTTING_DOWN, then close everything."""
+    async def stop(self, grace: float | None = None, *, quiet: bool = False) -> None:
+        """Drain: health NOT_SERVING, open streams end SHUTTING_DOWN, then close everything.
+        `quiet`: no log lines (a start that failed closes what it started; its one line is
+        the error)."""
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         self.phase = "draining"
         if self._store_watch is not None:
@@ -360,7 +384,8 @@ class GatewayApp:
             for service in ("", "transfer_gateway.v1.TransferGateway"):
                 await self._health.set(service, NOT_SERVING)
         if self.core is not None:
-            log.info("gateway.draining", open_flights=self.core.open_flights, grace=grace)
+            if not quiet:
+                log.info("gateway.draining", open_flights=self.core.open_flights, grace=grace)
             await self.core.close(grace)
         if self._server is not None:
             # The core's streams have ended by now; this only lets their last messages go out
@@ -379,7 +404,8 @@ class GatewayApp:
         if self.emulator is not None:
             await self.emulator.close()
         self._stopped.set()
-        log.info("gateway.stopped")
+        if not quiet:
+            log.info("gateway.stopped")
 
     async def run_until_signal(self) -> None:
         """Serve until SIGTERM or SIGINT, then drain."""
@@ -399,3 +425,29 @@ def _core_settings(s: Settings) -> CoreSettings:
     if listed and s.core.default_account not in listed:
         return dataclasses.replace(s.core, default_account=listed[0])
     return s.core
+
+
+@contextlib.contextmanager
+def _own_identity(endpoint_url: str | None) -> Iterator[None]:
+    """`upstream = "aws"` with no accounts listed asks STS who the gateway is at start; its
+    failures as a StartupError saying how to give the gateway an identity or a network."""
+    try:
+        yield
+    except (NoCredentialsError, PartialCredentialsError) as exc:
+        raise StartupError(
+            f"upstream aws: no usable AWS credentials ({exc}): give the gateway an identity"
+            " (AWS_PROFILE, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or an instance or"
+            " task role), or run without AWS: --upstream emulator"
+        ) from exc
+    except BotoConnectionError as exc:
+        where = endpoint_url or "AWS STS"
+        raise StartupError(
+            f"upstream aws: cannot reach {where} to learn the gateway's account ({exc}): check"
+            " the network, DNS and HTTPS_PROXY (or --upstream-endpoint), or list the accounts"
+            " in the config file (then no call is made at start)"
+        ) from exc
+    except GatewayError as exc:
+        raise StartupError(
+            f"upstream aws: STS refused the gateway's credentials ({exc}): check them with"
+            " `aws sts get-caller-identity`"
+        ) from exc

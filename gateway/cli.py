@@ -67,12 +67,29 @@ def _option_strings(parser: argparse.ArgumentParser, words: Sequence[str]) -> se
     return options
 
 
+def _version() -> str:
+    """The installed distribution's version (what pip shows), else the package's own."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("transfer-gateway")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from gateway import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="transfer-gateway",
         description="A budgeted gRPC/HTTP gateway for the AWS Transfer Family StopServer API.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {_version()}", help="print the version"
+    )
+    sub = parser.add_subparsers(
+        dest="command", required=True, help="what to run (`transfer-gateway COMMAND --help`)"
+    )
 
     emu = sub.add_parser("emulator", help="run the embedded AWS Transfer Family emulator alone")
     emu.add_argument(
@@ -188,8 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=Settings.expected_replicas,
         help="replicas sharing the budget (a degraded replica's share) (default: %(default)s)",
     )
-    serve.add_argument("--log-format", choices=("json", "console"), default="json")
-    serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--log-format",
+        choices=("json", "console"),
+        default=Settings.log_format,
+        help="json: one JSON object per line on stderr, for log pipelines; console: for people"
+        " (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=Settings.log_level,
+        help="least severe log lines written (default: %(default)s)",
+    )
     add_emulator_flags(serve, prefix="emulator-")
 
     stop = sub.add_parser(
@@ -368,7 +396,8 @@ async def _stop(args: argparse.Namespace) -> int:
             as_json=args.json,
         )
     failed = [line for line in report.lines if not line.ok]
-    if len(report.lines) > 1 or failed:
+    # One server: its last line is the outcome already (a summary would repeat it).
+    if len(report.lines) > 1:
         print(report.summary(), file=sys.stderr if failed else sys.stdout, flush=True)
     return 1 if failed else 0
 
@@ -379,11 +408,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "emulator":
             from gateway.emulator.server import run_emulator
+            from gateway.startup import listening
 
             settings = emulator_settings_from(
                 args, host=args.host, port=args.port, allow_remote=args.allow_remote
             )
-            return asyncio.run(run_emulator(settings))
+            with listening("the emulator", args.host, args.port, flag="--port"):
+                return asyncio.run(run_emulator(settings))
         if args.command == "serve":
             serve_parser = _subparser(parser, "serve")
             given = given_flags(serve_parser, list(argv if argv is not None else sys.argv[1:]))
@@ -397,6 +428,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"transfer-gateway: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        from gateway.startup import StartupError
+
+        if not isinstance(exc, StartupError):
+            raise
+        # A cause the operator can fix: one line, not a traceback.
+        print(f"transfer-gateway: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     parser.error(f"unknown command {args.command}")

@@ -55,6 +55,9 @@ def server_options(keepalive: GrpcKeepaliveSettings) -> list[tuple[str, int]]:
         # gRPC stops its own keepalive pings after 2 without data by default: an idle watch
         # sends no data for minutes, and its dead client would never be found.
         ("grpc.http2.max_pings_without_data", 0),
+        # gRPC binds with SO_REUSEPORT by default: a second gateway on the same port would
+        # start and take half the connections. One port, one gateway.
+        ("grpc.so_reuseport", 0),
     ]
 
 

@@ -11,6 +11,8 @@ from typing import TextIO
 
 import grpc
 from google.protobuf import json_format
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
@@ -37,11 +39,13 @@ async def stop_server(
 
 
 def describe_update(update: pb.ServerStateUpdate) -> str:
-    """One human line per update."""
-    state = pb.ServerState.Name(update.state).removeprefix("SERVER_STATE_")
+    """One human line per update. A state not observed yet (UNSPECIFIED on the wire) is
+    left out: it is no state of the server's."""
     stage = pb.Stage.Name(update.stage).removeprefix("STAGE_")
     wait = update.budget_wait.ToTimedelta().total_seconds()
-    parts = [update.server_id, f"{stage:<18}", state]
+    parts = [update.server_id, f"{stage:<18}"]
+    if update.state != pb.SERVER_STATE_UNSPECIFIED:
+        parts.append(pb.ServerState.Name(update.state).removeprefix("SERVER_STATE_"))
     if update.aws_request_id:
         parts.append(f"request={update.aws_request_id}")
     if wait:
@@ -49,6 +53,22 @@ def describe_update(update: pb.ServerStateUpdate) -> str:
     if update.terminal:
         parts.append("(terminal)")
     return "  ".join(parts)
+
+
+def describe_error(error: grpc.aio.AioRpcError) -> str:
+    """The code and what to fix: for bad fields each field with its reason (from the
+    google.rpc.BadRequest in the trailers), not only the fields' names."""
+    text = f"{error.code().name}: {error.details()}"
+    try:
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    except ValueError:  # trailers that contradict the call's status: show the status alone
+        return text
+    for detail in status.details if status is not None else ():
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad) and bad.field_violations:
+            reasons = "; ".join(f"{v.field} {v.description}" for v in bad.field_violations)
+            return f"{error.code().name}: {reasons}"
+    return text
 
 
 def update_json(update: pb.ServerStateUpdate) -> str:
@@ -114,27 +134,31 @@ class StopReport:
         return sum(1 for line in self.lines if line.ok)
 
     def summary(self) -> str:
+        """The count, and which servers failed with which outcome (their lines, with the
+        reasons, were shown already: not again)."""
         failed = [line for line in self.lines if not line.ok]
         text = f"stopped {self.succeeded} of {len(self.lines)} server(s)"
         if failed:
-            reasons = "".join(f"\n  {line.server_id}  {line.text}" for line in failed)
-            text += f"; failed:{reasons}"
+            text += "; failed: " + ", ".join(f"{f.server_id} ({f.outcome})" for f in failed)
         return text
 
 
 class _Display:
     """One line per server. On a terminal the lines are redrawn in place as updates arrive;
-    elsewhere (a pipe, a log) each update is printed as a line of its own."""
+    elsewhere (a pipe, a log) each update is printed as a line of its own, a failure on
+    `err` (so `stop ... 2>&1 >/dev/null` shows only what went wrong)."""
 
-    def __init__(self, report: StopReport, out: TextIO, live: bool) -> None:
+    def __init__(self, report: StopReport, out: TextIO, err: TextIO, live: bool) -> None:
         self._report = report
         self._out = out
+        self._err = err
         self._live = live
         self._drawn = False
 
-    def update(self, line: _Line) -> None:
+    def update(self, line: _Line, *, failed: bool = False) -> None:
         if not self._live:
-            print(f"{line.server_id}  {line.text}", file=self._out, flush=True)
+            stream = self._err if failed else self._out
+            print(f"{line.server_id}  {line.text}", file=stream, flush=True)
             return
         if self._drawn:
             # Back to the first line of the block, then redraw every line (clearing each).
@@ -154,15 +178,17 @@ async def stop_many(
     timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline, passed to each call
     token: str | None = None,
     out: TextIO | None = None,
+    err: TextIO | None = None,
     live: bool | None = None,
     as_json: bool = False,
 ) -> StopReport:
     """Stop every server at once (the gateway queues them on the account's budget), showing
     one line per server as it goes, and return how each ended."""
     out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
     live = (out.isatty() and len(server_ids) > 1) if live is None else live
     report = StopReport([_Line(server_id) for server_id in dict.fromkeys(server_ids)])
-    display = _Display(report, out, live and not as_json)
+    display = _Display(report, out, err, live and not as_json)
 
     async def one(line: _Line) -> None:
         try:
@@ -184,9 +210,9 @@ async def stop_many(
                     display.update(line)
         except grpc.aio.AioRpcError as exc:
             line.outcome, line.ok = exc.code().name, False
-            line.text = f"FAILED  {exc.code().name}: {exc.details()}"
-            if not as_json:
-                display.update(line)
+            line.text = f"FAILED  {describe_error(exc)}"
+            # Also with --json: stdout stays JSON, the failure goes to stderr.
+            display.update(line, failed=True)
         else:
             if line.outcome is None:
                 line.outcome = "ENDED_WITHOUT_TERMINAL_STATE"

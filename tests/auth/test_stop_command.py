@@ -34,9 +34,10 @@ class TestStopMany:
             )
         assert report.succeeded == 2
         assert "\x1b[3F" in out.getvalue()  # back up over the three lines to redraw them
-        summary = report.summary()
-        assert summary.startswith("stopped 2 of 3 server(s); failed:")
-        assert "s-0123456789abcdef0  FAILED  NOT_FOUND" in summary
+        assert (
+            report.summary() == "stopped 2 of 3 server(s); failed: s-0123456789abcdef0 (NOT_FOUND)"
+        )
+        assert "s-0123456789abcdef0  FAILED  NOT_FOUND" in out.getvalue()
 
     async def test_the_command_sends_the_token_from_the_environment(
         self, gateway_factory: GatewayFactory
