@@ -318,7 +318,8 @@ class TestAwsCli:
         servers of a gateway with compose's auth settings (deploy/gateway.toml and compose's
         default DEMO_AWS_SECRET)."""
         readme = (ROOT / "README.md").read_text()
-        key = re.search(r"AWS_ACCESS_KEY_ID=(\S+) AWS_SECRET_ACCESS_KEY=(\S+) ", readme)
+        # The auth-on line: its key is an issued one (AKIA...), not the auth-off line's account.
+        key = re.search(r"AWS_ACCESS_KEY_ID=(AKIA\S+) AWS_SECRET_ACCESS_KEY=(\S+) ", readme)
         assert key is not None, "the README shows no AWS CLI line with a key and secret"
         compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
         environ = {
