@@ -155,13 +155,25 @@ class RetrySettings:
 
 @dataclass(frozen=True)
 class WatchSettings:
-    """Polling: one watcher per (account, region); its interval grows from initial to max."""
+    """Polling: one watcher per (account, region); see docs/architecture.md ("Polling")."""
 
-    poll_initial: float = 0.25
+    #: How soon, at least, after a change is requested (a StopServer accepted) or a watch joins
+    #: knowing nothing, the account's next poll comes; also the shortest gap between polls.
+    #: The lead after a change is half the transition expected (the account's typical one, or
+    #: the age of its oldest pending change), never less than this.
+    poll_initial: float = 0.01
+    #: Growth of the interval after each poll that saw nothing change (the next change resets
+    #: it to the lead).
     poll_factor: float = 1.5
-    poll_max: float = 2.0
-    #: Up to this many watched servers a poll uses DescribeServer each; above, ListServers pages.
+    poll_max: float = 10.0
+    #: While an account's size is unknown (never listed to the end), up to this many watched
+    #: servers a poll uses DescribeServer each, more are listed; once a listing has shown its
+    #: size, a poll makes whichever needs fewer calls (DescribeServer per watched server, or
+    #: the account's ListServers pages).
     describe_max: int = 2
+    #: Polls that cannot be made for this long (AWS unreachable, or the budget store with
+    #: redis_outage = fail_closed) end their watches with UNAVAILABLE; shorter outages pass.
+    outage_grace_seconds: float = 10.0
     #: A stop or watch that has not ended by then ends with DEADLINE_EXCEEDED.
     max_watch_seconds: float = 3600.0
 
@@ -170,6 +182,7 @@ class WatchSettings:
         _check(self, "poll_factor", self.poll_factor >= 1, "must be >= 1")
         _check(self, "poll_max", self.poll_max >= self.poll_initial, "must be >= poll_initial")
         _check(self, "describe_max", self.describe_max >= 0, "must be >= 0")
+        _check(self, "outage_grace_seconds", self.outage_grace_seconds >= 0, "must be >= 0")
         _check(self, "max_watch_seconds", self.max_watch_seconds > 0, "must be > 0")
 
 

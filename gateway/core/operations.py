@@ -187,6 +187,7 @@ class _Flight:
             await self._after_refusal(exc, deadline)
             return
         self._not_before = sent_at
+        core.watchers.expect_change(self.target)  # a change is likely now: poll soon
         self.fanout.publish(self._update(ServerState.UNKNOWN, Stage.REQUESTED))
 
     async def _after_refusal(self, refusal: UpstreamError, deadline: float | None) -> None:
@@ -204,6 +205,7 @@ class _Flight:
             self._end(_END)
         elif state in self.op.transitional:
             self._not_before = looked_at
+            core.watchers.expect_change(self.target)
             self.fanout.publish(self._update(state, Stage.REQUESTED))
         else:
             raise UpstreamError(

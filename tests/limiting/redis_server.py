@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -70,9 +71,20 @@ class RedisServer:
     def stop(self) -> None:
         """Stop the server (SIGTERM) and wait for it to exit: the port refuses connections."""
         if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)  # a paused server cannot exit
             self._process.terminate()
             self._process.wait(timeout=10.0)
             self._process = None
+
+    def pause(self) -> None:
+        """Hang the server (SIGSTOP): connections stay open and nothing answers."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server run again (SIGCONT)."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
     def _log_tail(self) -> str:
         try:

@@ -9,13 +9,18 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from gateway.clock import ManualClock
-from gateway.domain import BucketKey
+from gateway.clock import ManualClock, SystemClock
+from gateway.config import BudgetSettings, CoreSettings, WatchSettings
+from gateway.core.calls import BudgetedCaller
+from gateway.core.operations import Core
+from gateway.domain import BucketKey, Target
 from gateway.errors import ErrorKind, GatewayError
 from gateway.limiting.fallback import FallbackBuckets, FallbackMode
 from gateway.limiting.local import LocalBuckets
+from gateway.limiting.queue import QueuedLimiter
 from gateway.limiting.redis import OUTAGE_ERRORS, RedisBuckets
 from tests.limiting.redis_server import RedisServer
+from tests.support.fake_upstream import FakeUpstream
 
 KEY = BucketKey("123456789012", "us-east-1")
 
@@ -175,3 +180,79 @@ class TestDegradeOutage:
         server.stop()
         waits = await asyncio.gather(*(buckets.take(KEY, 8.0, 5) for _ in range(10)))
         assert waits.count(0.0) == 2
+
+
+class TestWatchesThroughAnOutage:
+    """Issue 11 item 2, over a real Redis: a Core whose budget lives in Redis, failing closed.
+    Streams whose StopServer was sent must not end INTERNAL when Redis dies or hangs: they go
+    on and end OK when it is back within `outage_grace_seconds`, else end UNAVAILABLE."""
+
+    async def _core(
+        self, server: RedisServer, grace: float
+    ) -> tuple[Core, FakeUpstream, list[Target], RedisBuckets]:
+        clock = SystemClock()
+        store = RedisBuckets.from_url(server.url, timeout=0.2)
+        bucket = FallbackBuckets(
+            store,
+            LocalBuckets(clock),
+            mode="fail_closed",
+            replicas=1,
+            clock=clock,
+            retry_interval=0.2,
+        )
+        settings = CoreSettings(
+            default_account=KEY.account_id,
+            budget=BudgetSettings(rate=1000, burst=1000),
+            watch=WatchSettings(poll_initial=0.05, poll_max=0.2, outage_grace_seconds=grace),
+        )
+        limiter = QueuedLimiter(bucket, lambda _: (1000.0, 1000), clock, max_queue=1000)
+        caller = BudgetedCaller(limiter, settings.retry, clock)
+        fake = FakeUpstream(clock)
+        servers = [Target(KEY.account_id, KEY.region, f"s-{n:017x}") for n in range(20)]
+        for target in servers:
+            fake.add_server(target, stop_seconds=1.5)
+        return Core(settings, caller, fake, clock), fake, servers, store
+
+    async def _run(self, core: Core, servers: list[Target]) -> list[Any]:
+        async def one(target: Target) -> Any:
+            try:
+                async for _ in core.stop(target):
+                    pass
+            except GatewayError as exc:
+                return exc.kind
+            return "OK"
+
+        return list(await asyncio.gather(*(one(t) for t in servers)))
+
+    @pytest.mark.parametrize("outage", ["killed", "hung"])
+    async def test_back_within_the_grace_ends_ok(self, server: RedisServer, outage: str) -> None:
+        """Redis killed (or hung with SIGSTOP) 0.3 s after the 20 stops were sent, back 1 s
+        later: all 20 streams end OK, none INTERNAL."""
+        core, fake, servers, store = await self._core(server, grace=10.0)
+        try:
+            results = asyncio.ensure_future(self._run(core, servers))
+            await asyncio.sleep(0.3)
+            assert fake.count("StopServer") == 20
+            server.pause() if outage == "hung" else server.stop()
+            await asyncio.sleep(1.0)
+            server.resume() if outage == "hung" else server.start()
+            async with asyncio.timeout(20):
+                assert await results == ["OK"] * 20
+        finally:
+            await core.close()
+            await store.close()
+
+    async def test_down_past_the_grace_ends_unavailable(self, server: RedisServer) -> None:
+        """Redis killed for good after the stops were sent: after the 1 s grace every stream
+        ends UNAVAILABLE (UPSTREAM_UNAVAILABLE), none INTERNAL."""
+        core, fake, servers, store = await self._core(server, grace=1.0)
+        try:
+            results = asyncio.ensure_future(self._run(core, servers))
+            await asyncio.sleep(0.3)
+            assert fake.count("StopServer") == 20
+            server.stop()
+            async with asyncio.timeout(20):
+                assert await results == [ErrorKind.UPSTREAM_UNAVAILABLE] * 20
+        finally:
+            await core.close()
+            await store.close()

@@ -15,6 +15,7 @@ from gateway.core.calls import BudgetedCaller
 from gateway.core.operations import Core
 from gateway.domain import ServerState, Stage, StateUpdate, Target
 from gateway.errors import GatewayError
+from gateway.limiting.base import Bucket
 from gateway.limiting.local import LocalBuckets
 from gateway.limiting.queue import QueuedLimiter
 from tests.support.fake_upstream import FakeUpstream
@@ -157,16 +158,19 @@ def build_core(
     settings: CoreSettings | None = None,
     *,
     seed: int = 0,
+    bucket: Bucket | None = None,
     **core_kwargs: Any,
 ) -> CoreRig:
-    """A CoreRig: `settings` (core_settings() by default); `seed` fixes the retry jitter."""
+    """A CoreRig: `settings` (core_settings() by default); `seed` fixes the retry jitter;
+    `bucket` replaces the LocalBuckets behind the limiter (a FallbackBuckets, say)."""
     settings = settings or core_settings()
     budget = settings.budget
     limiter = QueuedLimiter(
-        LocalBuckets(clock),
+        bucket or LocalBuckets(clock),
         lambda _key: (budget.rate, budget.burst),
         clock,
         max_queue=budget.max_queue,
+        poll_share=budget.poll_share,
     )
     outcomes: list[tuple[str, str]] = []
     caller = BudgetedCaller(
