@@ -1,4 +1,4 @@
-"""The `transfer-gateway` command line: emulator, serve, stop and bench sub-commands."""
+"""The `transfer-gateway` command line: emulator, serve, stop, start and bench sub-commands."""
 
 from __future__ import annotations
 
@@ -220,9 +220,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_emulator_flags(serve, prefix="emulator-")
 
+    for verb in ("stop", "start"):
+        _add_change_parser(sub, verb)
+    from gateway.tools import bench  # its flags live beside the load generator
+
+    bench.add_parser(sub)
+    return parser
+
+
+def _add_change_parser(sub: Any, verb: str) -> None:
+    """The `stop` command, or its twin `start`: the same flags, the other RPC."""
     stop = sub.add_parser(
-        "stop",
-        help="stop servers through a running gateway: one live line per server, then a summary",
+        verb,
+        help=f"{verb} servers through a running gateway: one live line per server, then a summary",
     )
     stop.add_argument("server_id", nargs="+", help="one or more server ids (s-...)")
     stop.add_argument(
@@ -244,10 +254,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     stop.add_argument("--timeout", type=float, default=None, help="deadline in seconds")
     stop.add_argument("--json", action="store_true", help="one JSON object per update")
-    from gateway.tools import bench  # its flags live beside the load generator
-
-    bench.add_parser(sub)
-    return parser
 
 
 #: `serve` flag (argparse dest) -> the setting it overrides. Flags win over the config file and
@@ -381,7 +387,7 @@ async def _serve(settings: Settings) -> int:
 
 
 async def _stop(args: argparse.Namespace) -> int:
-    from gateway.tools.client import TlsOptions, open_channel, stop_many
+    from gateway.tools.client import START, STOP, TlsOptions, open_channel, stop_many
 
     tls = TlsOptions(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
     token = args.token or os.environ.get("TRANSFER_GATEWAY_TOKEN") or None
@@ -394,6 +400,7 @@ async def _stop(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             token=token,
             as_json=args.json,
+            change=START if args.command == "start" else STOP,
         )
     failed = [line for line in report.lines if not line.ok]
     # One server: its last line is the outcome already (a summary would repeat it).
@@ -419,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             serve_parser = _subparser(parser, "serve")
             given = given_flags(serve_parser, list(argv if argv is not None else sys.argv[1:]))
             return asyncio.run(_serve(load_serve_settings(args, given, os.environ)))
-        if args.command == "stop":
+        if args.command in ("stop", "start"):
             return asyncio.run(_stop(args))
         if args.command == "bench":
             from gateway.tools import bench

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from typing import Protocol
 
 import redis.asyncio
@@ -22,6 +23,22 @@ FOLLOW_RETRY_SECONDS = 0.5
 #: or Redis down): the caller goes ahead as the one replica sending the call, as it would alone.
 UNSHARED = "unshared"
 
+# Take a lease unless one of the leases it excludes is held (a start while a stop is in flight,
+# on any replica): one script, so the look and the take are one step. KEYS[1] is the lease,
+# KEYS[2..] the excluded ones (same hash slot). Answers 0 taken, -1 held by another replica,
+# i >= 1 refused because KEYS[i + 1] is held.
+_ACQUIRE = """
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    return i - 1
+  end
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 0
+end
+return -1
+"""
+
 # Compare-and-delete: a lease is released only by the token that took it, so a replica whose
 # lease expired (an operation slower than the lease) cannot release the lease another replica
 # has taken since. One script, so the compare and the delete are one step.
@@ -33,6 +50,15 @@ return 0
 """
 
 
+class ExcludedLeaseHeld(Exception):
+    """The lease asked for excludes one held now (its name in `lease`): a stop and a start of
+    the same server may not be in flight together, so the second one asked for is refused."""
+
+    def __init__(self, lease: str) -> None:
+        super().__init__(f"the {lease!r} lease is held")
+        self.lease = lease
+
+
 class Leases(Protocol):
     """Who sends an operation's upstream call (StopServer, ...) for a server: within a replica
     the core's flights already share one; across replicas a lease per (operation, server)
@@ -40,8 +66,11 @@ class Leases(Protocol):
     and stream the same states) without a call of their own. `lease` is the operation's lease
     name (gateway.core.operation.Operation.lease, e.g. "stop")."""
 
-    async def acquire(self, lease: str, target: Target) -> str | None:
+    async def acquire(
+        self, lease: str, target: Target, excludes: Collection[str] = ()
+    ) -> str | None:
         """Take the `lease` of `target`: its token, or None while another replica holds it.
+        Raises ExcludedLeaseHeld when one of `excludes` (other leases of `target`) is held.
         Never raises for a store outage: without a store, every replica goes ahead alone."""
         ...
 
@@ -55,7 +84,10 @@ class Leases(Protocol):
 class LocalLeases:
     """One replica: the core's own single flight is all there is, so every call goes ahead."""
 
-    async def acquire(self, lease: str, target: Target) -> str | None:
+    async def acquire(
+        self, lease: str, target: Target, excludes: Collection[str] = ()
+    ) -> str | None:
+        # The core refuses an excluded operation itself, from its own flights.
         return UNSHARED
 
     async def release(self, lease: str, target: Target, token: str) -> None:
@@ -89,17 +121,25 @@ class RedisLeases:
         self._prefix = prefix
         self._lease_ms = max(1, round(lease_seconds * 1000))
         self._release = client.register_script(_RELEASE)
+        self._acquire = client.register_script(_ACQUIRE)
 
     def key_for(self, lease: str, target: Target) -> str:
         """The Redis key holding `target`'s `lease`."""
         account = f"{{{self._prefix}:{target.account_id}:{target.region}}}"
         return f"{account}:{lease}:{target.server_id}"
 
-    async def acquire(self, lease: str, target: Target) -> str | None:
+    async def acquire(
+        self, lease: str, target: Target, excludes: Collection[str] = ()
+    ) -> str | None:
         token = uuid.uuid4().hex
         key = self.key_for(lease, target)
+        others = [name for name in excludes if name != lease]
         try:
-            taken = await self._client.set(key, token, nx=True, px=self._lease_ms)
+            if not others:
+                taken = await self._client.set(key, token, nx=True, px=self._lease_ms)
+                return token if taken else None
+            keys = [key, *(self.key_for(name, target) for name in others)]
+            answer = int(await self._acquire(keys=keys, args=[token, self._lease_ms]))
         except OUTAGE_ERRORS as exc:
             log.warning(
                 "lease.unreachable",
@@ -108,7 +148,9 @@ class RedisLeases:
                 error=f"{type(exc).__name__}",
             )
             return UNSHARED
-        return token if taken else None
+        if answer > 0:
+            raise ExcludedLeaseHeld(others[answer - 1])
+        return token if answer == 0 else None
 
     async def release(self, lease: str, target: Target, token: str) -> None:
         if token == UNSHARED:

@@ -3,7 +3,7 @@
 A flight (gateway.core.operations) knows nothing of stopping: it sends the descriptor's upstream
 call once (under the descriptor's lease), then watches the server until a state the descriptor
 calls terminal. STOP is one descriptor; WATCH is the flight with no upstream call. Adding an
-operation (StartServer, see docs/architecture.md) is one more descriptor here, its Upstream
+operation (as START was, see docs/architecture.md) is one more descriptor here, its Upstream
 method, and its proto method and routes in the faces.
 """
 
@@ -51,6 +51,10 @@ class Operation:
     #: Upstream refusals that may mean "already done or under way" (AWS does not say what
     #: StopServer answers on a stopped server): the flight looks at the state before failing.
     look_on: frozenset[ErrorKind] = field(default=frozenset({ErrorKind.STATE_CONFLICT}))
+    #: The leases of operations that may not run on the same server while this one does (a
+    #: stop excludes a start and back): asked for while one of them is in flight, on this
+    #: replica or another, this one is refused with OPERATION_IN_FLIGHT, never sent beside it.
+    excludes: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not self.name or not self.done:
@@ -64,6 +68,10 @@ class Operation:
                 raise ValueError(f"{self.name}: a call needs a verb, a requested stage, a lease")
             if self.terminal & self.not_yet:
                 raise ValueError(f"{self.name}: a terminal state cannot also mean 'no sign yet'")
+            if self.lease in self.excludes:
+                raise ValueError(f"{self.name}: an operation cannot exclude its own lease")
+        elif self.excludes:
+            raise ValueError(f"{self.name}: only an operation that calls can exclude others")
 
     @property
     def changes(self) -> bool:
@@ -87,6 +95,10 @@ async def _stop_server(upstream: Upstream, target: Target) -> str:
     return await upstream.stop_server(target)
 
 
+async def _start_server(upstream: Upstream, target: Target) -> str:
+    return await upstream.start_server(target)
+
+
 #: StopServer: accepted, the server goes STOPPING -> OFFLINE (or STOP_FAILED).
 STOP = Operation(
     name="StopServer",
@@ -101,7 +113,30 @@ STOP = Operation(
     ),
     requested_stage="STOP_REQUESTED",
     lease="stop",
+    excludes=frozenset({"start"}),
 )
+
+#: StartServer: accepted, the server goes STARTING -> ONLINE (or START_FAILED). On an ONLINE
+#: server AWS documents it as a no-op: the call is answered 200, the first state read after it
+#: is ONLINE, and the stream ends OK with that one terminal update.
+START = Operation(
+    name="StartServer",
+    call=_start_server,
+    verb="start",
+    transitional=frozenset({ServerState.STARTING}),
+    done=frozenset({ServerState.ONLINE}),
+    failed=ServerState.START_FAILED,
+    failure=ErrorKind.START_FAILED,
+    not_yet=frozenset(
+        {ServerState.UNKNOWN, ServerState.OFFLINE, ServerState.STOPPING, ServerState.STOP_FAILED}
+    ),
+    requested_stage="START_REQUESTED",
+    lease="start",
+    excludes=frozenset({"stop"}),
+)
+
+#: The operations that change a server, by lease name: who holds a lease another excludes.
+CHANGES: dict[str, Operation] = {op.lease: op for op in (STOP, START)}
 
 #: WatchServer: no call; streams the state until a stop's terminal states (as the proto says),
 #: ending OK on either, since the watcher asked for nothing to happen.

@@ -11,8 +11,13 @@ import structlog
 from gateway.clock import Clock
 from gateway.config import CoreSettings
 from gateway.core.calls import BudgetedCaller
-from gateway.core.coordination import FOLLOW_RETRY_SECONDS, Leases, LocalLeases
-from gateway.core.operation import STOP, WATCH, Operation
+from gateway.core.coordination import (
+    FOLLOW_RETRY_SECONDS,
+    ExcludedLeaseHeld,
+    Leases,
+    LocalLeases,
+)
+from gateway.core.operation import CHANGES, START, STOP, WATCH, Operation
 from gateway.core.watching import Observation, Subscription, Watchers
 from gateway.domain import ServerState, Stage, StateUpdate, Target
 from gateway.errors import ErrorKind, GatewayError, UpstreamError
@@ -127,8 +132,15 @@ class _Flight:
             if self._lease is not None:
                 await self.core.leases.release(self.op.lease, self.target, self._lease)
 
+    async def _acquire(self) -> str | None:
+        try:
+            return await self.core.leases.acquire(self.op.lease, self.target, self.op.excludes)
+        except ExcludedLeaseHeld as held:
+            other = CHANGES.get(held.lease)
+            raise in_flight(self.op, other.name if other else held.lease, self.target) from None
+
     async def _request(self, deadline: float | None) -> None:
-        self._lease = await self.core.leases.acquire(self.op.lease, self.target)
+        self._lease = await self._acquire()
         if self._lease is None:
             # Another replica holds the lease and sends this server's call: follow it (the
             # watch below streams the same states) instead of a second upstream call.
@@ -150,7 +162,7 @@ class _Flight:
                 await core.clock.sleep(FOLLOW_RETRY_SECONDS)
                 if self.fanout.final is not None or self._state() not in not_yet:
                     return
-                self._lease = await core.leases.acquire(self.op.lease, self.target)
+                self._lease = await self._acquire()
                 if self._lease is not None:
                     await self._send(deadline)
                     return
@@ -259,6 +271,16 @@ class _Flight:
             self.fanout.publish(self._update(state, Stage.WATCHING))
 
 
+def in_flight(operation: Operation, other: str, target: Target) -> GatewayError:
+    """`operation` refused because `other` (an operation it excludes) is in flight on `target`."""
+    return GatewayError(
+        ErrorKind.OPERATION_IN_FLIGHT,
+        f"a {other} of {target.server_id} is in flight: {operation.name} is refused until it"
+        " ends (watch the server, then ask again)",
+        {"server_id": target.server_id, "in_flight": other, "refused": operation.name},
+    )
+
+
 class Core:
     """Runs operations (gateway.core.operation: stop, watch, ...) for every face. It depends
     only on the Limiter (through the BudgetedCaller), Upstream and Leases protocols, so tests
@@ -283,6 +305,8 @@ class Core:
         self.watchers = Watchers(caller, upstream, settings.watch, clock)
         #: The open flight of each (operation name, server).
         self._flights: dict[tuple[str, Target], _Flight] = {}
+        #: The open flight of each (lease, server), for operations that change a server.
+        self._leased: dict[tuple[str, Target], _Flight] = {}
         self._on_budget_wait = on_budget_wait
         self._closing = False
         self._idle = asyncio.Event()
@@ -298,6 +322,11 @@ class Core:
         GatewayError; STOP_FAILED is raised after its terminal update). `deadline` is on the
         core's monotonic clock."""
         return self.run(STOP, target, deadline=deadline)
+
+    def start(self, target: Target, *, deadline: float | None = None) -> AsyncIterator[StateUpdate]:
+        """Start `target` and stream its state until ONLINE (ends normally; at once on a server
+        already ONLINE, AWS's no-op) or a failure (START_FAILED after its terminal update)."""
+        return self.run(START, target, deadline=deadline)
 
     def watch(self, target: Target, *, deadline: float | None = None) -> AsyncIterator[StateUpdate]:
         """Stream `target`'s state without changing it, until OFFLINE or STOP_FAILED."""
@@ -315,7 +344,14 @@ class Core:
         key = (operation.name, target)
         flight = self._flights.get(key)
         if flight is None:
+            for lease in operation.excludes:
+                # Checked and recorded with no await between: two callers cannot both pass.
+                other = self._leased.get((lease, target))
+                if other is not None:
+                    raise in_flight(operation, other.op.name, target)
             flight = self._flights[key] = _Flight(self, target, operation)
+            if operation.changes:
+                self._leased[(operation.lease, target)] = flight
             self._idle.clear()
             budget_deadline = deadline
             if budget_deadline is None:
@@ -358,6 +394,8 @@ class Core:
         key = (flight.op.name, flight.target)
         if self._flights.get(key) is flight:
             del self._flights[key]
+        if self._leased.get((flight.op.lease, flight.target)) is flight:
+            del self._leased[(flight.op.lease, flight.target)]
         if not self._flights:
             self._idle.set()
         if flight.op.changes and self._on_budget_wait is not None and flight.aws_request_id:

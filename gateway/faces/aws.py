@@ -15,6 +15,7 @@ from aiohttp import web
 from gateway import awsjson as protocol
 from gateway.awsjson import AwsError
 from gateway.core.calls import BudgetedCaller
+from gateway.core.operation import START, STOP, Operation
 from gateway.core.operations import Core
 from gateway.core.validation import validate_target
 from gateway.domain import BucketKey, Stage, Target
@@ -58,16 +59,16 @@ _AUTH_OUTCOMES = {
 
 
 class AwsApi:
-    """Answers StopServer through the core (budget, single flight, watchers) and DescribeServer
-    and ListServers through the budgeted upstream. The caller's signature is never forwarded:
-    upstream calls use the gateway's own credentials.
+    """Answers StopServer and StartServer through the core (budget, single flight, watchers)
+    and DescribeServer and ListServers through the budgeted upstream. The caller's signature
+    is never forwarded: upstream calls use the gateway's own credentials.
 
     Who calls (auth on): a SigV4 signature made with a key the gateway issued (verified by
     `sigv4.Verifier`; the key names the caller and its one account), a client certificate
     (mutual TLS), or a bearer token; refusals are AWS-shaped. With auth off the signature is
     read for its access key id (the account) and scope (the region) only."""
 
-    OPERATIONS = ("StopServer", "DescribeServer", "ListServers")
+    OPERATIONS = ("StopServer", "StartServer", "DescribeServer", "ListServers")
 
     def __init__(
         self,
@@ -98,6 +99,7 @@ class AwsApi:
             str, Callable[[Target, dict[str, Any]], Awaitable[tuple[dict[str, Any], str]]]
         ] = {
             "StopServer": self._stop_server,
+            "StartServer": self._start_server,
             "DescribeServer": self._describe_server,
             "ListServers": self._list_servers,
         }
@@ -270,18 +272,27 @@ class AwsApi:
     async def _stop_server(
         self, target: Target, body: dict[str, Any]
     ) -> tuple[dict[str, Any], str]:
-        # AWS answers StopServer once the stop is accepted, not when the server is OFFLINE: so
-        # does this, at the core's first update past the budget queue. Leaving the stream early
-        # costs nothing: other callers of the same stop keep it, and the server stops either way.
+        return await self._change(STOP, target)
+
+    async def _start_server(
+        self, target: Target, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], str]:
+        return await self._change(START, target)
+
+    async def _change(self, operation: Operation, target: Target) -> tuple[dict[str, Any], str]:
+        # AWS answers StopServer (StartServer) once it is accepted, not when the server is
+        # OFFLINE (ONLINE): so does this, at the core's first update past the budget queue.
+        # Leaving the stream early costs nothing: other callers of the same flight keep it,
+        # and the server changes either way.
         deadline = self._core.clock.monotonic() + self._max_wait
-        stream = self._core.stop(target, deadline=deadline)
+        stream = self._core.run(operation, target, deadline=deadline)
         try:
             async for update in stream:
                 if update.stage is not Stage.WAITING_FOR_BUDGET:
                     return {}, update.aws_request_id
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
-        raise GatewayError(ErrorKind.INTERNAL, "the stop ended without an update")
+        raise GatewayError(ErrorKind.INTERNAL, f"the {operation.verb} ended without an update")
 
     async def _describe_server(
         self, target: Target, body: dict[str, Any]

@@ -61,7 +61,7 @@ def server_options(keepalive: GrpcKeepaliveSettings) -> list[tuple[str, int]]:
     ]
 
 
-_Request = pb.StopServerRequest | pb.WatchServerRequest
+_Request = pb.StopServerRequest | pb.StartServerRequest | pb.WatchServerRequest
 
 
 class TransferGatewayService(pb_grpc.TransferGatewayServicer):
@@ -79,6 +79,14 @@ class TransferGatewayService(pb_grpc.TransferGatewayServicer):
         context: grpc.aio.ServicerContext[_Request, pb.ServerStateUpdate],
     ) -> AsyncIterator[pb.ServerStateUpdate]:
         async for message in self._serve("StopServer", request, context, self._core.stop):
+            yield message
+
+    async def StartServer(
+        self,
+        request: pb.StartServerRequest,
+        context: grpc.aio.ServicerContext[_Request, pb.ServerStateUpdate],
+    ) -> AsyncIterator[pb.ServerStateUpdate]:
+        async for message in self._serve("StartServer", request, context, self._core.start):
             yield message
 
     async def WatchServer(

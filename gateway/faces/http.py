@@ -1,4 +1,4 @@
-"""The HTTP face: stop and watch as NDJSON or SSE streams, health, readiness, metrics, OpenAPI."""
+"""The HTTP face: stop, start and watch as NDJSON or SSE streams; health, metrics, OpenAPI."""
 
 from __future__ import annotations
 
@@ -87,6 +87,7 @@ class HttpApi:
         # default `[^{}/]+` would turn into a plain-text 404) reaches validation and gets a
         # JSON 400 naming the field.
         app.router.add_post("/v1/servers/{serverId:[^/]+}:stop", self.stop)
+        app.router.add_post("/v1/servers/{serverId:[^/]+}:start", self.start)
         # No HEAD: it would hold a watch open for a body nobody reads.
         app.router.add_get("/v1/servers/{serverId:[^/]+}:watch", self.watch, allow_head=False)
         app.router.add_get("/healthz", self.healthz)
@@ -101,6 +102,13 @@ class HttpApi:
             return body.get("accountId", ""), body.get("region", "")
 
         return await self._serve(request, "StopServer", self._core.stop, fields)
+
+    async def start(self, request: web.Request) -> web.StreamResponse:
+        async def fields() -> tuple[str, str]:
+            body = await _read_json_body(request)
+            return body.get("accountId", ""), body.get("region", "")
+
+        return await self._serve(request, "StartServer", self._core.start, fields)
 
     async def watch(self, request: web.Request) -> web.StreamResponse:
         async def fields() -> tuple[str, str]:
@@ -385,13 +393,31 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "transfer-gateway HTTP API",
             "version": "v1",
-            "description": "Stop and watch AWS Transfer Family servers under a per-account budget.",
+            "description": "Stop, start and watch AWS Transfer Family servers under a"
+            " per-account budget.",
         },
         "paths": {
             "/v1/servers/{serverId}:stop": {
                 "post": {
                     "operationId": "StopServer",
                     "summary": "Stop a server and stream its state until it is terminal.",
+                    "parameters": [_SERVER_ID_PARAM, _TIMEOUT_PARAM],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/StopServerBody"}
+                            }
+                        },
+                    },
+                    "responses": _stream_responses("One line (or SSE event) per state update."),
+                }
+            },
+            "/v1/servers/{serverId}:start": {
+                "post": {
+                    "operationId": "StartServer",
+                    "summary": "Start a server and stream its state until it is terminal"
+                    " (ONLINE, or START_FAILED then the error). A no-op on an ONLINE server.",
                     "parameters": [_SERVER_ID_PARAM, _TIMEOUT_PARAM],
                     "requestBody": {
                         "required": False,
@@ -452,7 +478,7 @@ def openapi_document() -> dict[str, Any]:
                 "post": {
                     "operationId": "AwsJson11",
                     "summary": "AWS-compatible Transfer Family endpoint (JSON 1.1, X-Amz-Target"
-                    " TransferService.StopServer, DescribeServer, ListServers).",
+                    " TransferService.StopServer, StartServer, DescribeServer, ListServers).",
                     "responses": {
                         "200": {"description": "As AWS answers."},
                         "400": {"description": "An AWS error (`__type`, `Message`)."},

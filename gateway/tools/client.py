@@ -1,10 +1,10 @@
-"""A small gRPC client for the gateway: what `transfer-gateway stop` and the tests use."""
+"""A small gRPC client for the gateway: what `transfer-gateway stop` / `start` and tests use."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -18,6 +18,49 @@ from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
 
 
+@dataclass(frozen=True)
+class Change:
+    """What a `stop` or `start` command does: its RPC, the state it ends well in, its words."""
+
+    method: str  # the RPC: "StopServer"
+    done: pb.ServerState.ValueType  # the state that ends it well
+    past: str  # "stopped", for the summary
+
+
+STOP = Change("StopServer", pb.SERVER_STATE_OFFLINE, "stopped")
+START = Change("StartServer", pb.SERVER_STATE_ONLINE, "started")
+
+
+async def change_server(
+    channel: grpc.aio.Channel,
+    change: Change,
+    server_id: str,
+    *,
+    account_id: str = "",
+    region: str = "",
+    timeout: float | None = None,  # noqa: ASYNC109 - a gRPC deadline, passed to the call
+    token: str | None = None,
+) -> AsyncIterator[pb.ServerStateUpdate]:
+    """Stream the updates of one StopServer or StartServer call; a failure raises
+    grpc.aio.AioRpcError."""
+    stub = pb_grpc.TransferGatewayStub(channel)
+    call: AsyncIterable[pb.ServerStateUpdate]
+    if change.method == "StartServer":
+        call = stub.StartServer(
+            pb.StartServerRequest(server_id=server_id, account_id=account_id, region=region),
+            timeout=timeout,
+            metadata=auth_metadata(token),
+        )
+    else:
+        call = stub.StopServer(
+            pb.StopServerRequest(server_id=server_id, account_id=account_id, region=region),
+            timeout=timeout,
+            metadata=auth_metadata(token),
+        )
+    async for update in call:
+        yield update
+
+
 async def stop_server(
     channel: grpc.aio.Channel,
     server_id: str,
@@ -28,13 +71,15 @@ async def stop_server(
     token: str | None = None,
 ) -> AsyncIterator[pb.ServerStateUpdate]:
     """Stream the updates of one StopServer call; a failure raises grpc.aio.AioRpcError."""
-    stub = pb_grpc.TransferGatewayStub(channel)
-    call = stub.StopServer(
-        pb.StopServerRequest(server_id=server_id, account_id=account_id, region=region),
+    async for update in change_server(
+        channel,
+        STOP,
+        server_id,
+        account_id=account_id,
+        region=region,
         timeout=timeout,
-        metadata=auth_metadata(token),
-    )
-    async for update in call:
+        token=token,
+    ):
         yield update
 
 
@@ -125,9 +170,10 @@ class _Line:
 
 @dataclass
 class StopReport:
-    """How a `stop` of several servers went, per server."""
+    """How a `stop` (or `start`) of several servers went, per server."""
 
     lines: list[_Line] = field(default_factory=list)
+    change: Change = STOP
 
     @property
     def succeeded(self) -> int:
@@ -137,7 +183,7 @@ class StopReport:
         """The count, and which servers failed with which outcome (their lines, with the
         reasons, were shown already: not again)."""
         failed = [line for line in self.lines if not line.ok]
-        text = f"stopped {self.succeeded} of {len(self.lines)} server(s)"
+        text = f"{self.change.past} {self.succeeded} of {len(self.lines)} server(s)"
         if failed:
             text += "; failed: " + ", ".join(f"{f.server_id} ({f.outcome})" for f in failed)
         return text
@@ -181,19 +227,21 @@ async def stop_many(
     err: TextIO | None = None,
     live: bool | None = None,
     as_json: bool = False,
+    change: Change = STOP,
 ) -> StopReport:
-    """Stop every server at once (the gateway queues them on the account's budget), showing
-    one line per server as it goes, and return how each ended."""
+    """Stop (or, with `change=START`, start) every server at once (the gateway queues them on
+    the account's budget), showing one line per server as it goes, and return how each ended."""
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     live = (out.isatty() and len(server_ids) > 1) if live is None else live
-    report = StopReport([_Line(server_id) for server_id in dict.fromkeys(server_ids)])
+    report = StopReport([_Line(server_id) for server_id in dict.fromkeys(server_ids)], change)
     display = _Display(report, out, err, live and not as_json)
 
     async def one(line: _Line) -> None:
         try:
-            async for update in stop_server(
+            async for update in change_server(
                 channel,
+                change,
                 line.server_id,
                 account_id=account_id,
                 region=region,
@@ -205,7 +253,7 @@ async def stop_many(
                 line.text = describe_update(update).removeprefix(line.server_id).strip()
                 if update.terminal:
                     line.outcome = pb.ServerState.Name(update.state).removeprefix("SERVER_STATE_")
-                    line.ok = update.state == pb.SERVER_STATE_OFFLINE
+                    line.ok = update.state == change.done
                 if not as_json:
                     display.update(line)
         except grpc.aio.AioRpcError as exc:

@@ -44,6 +44,10 @@ class Upstream(Protocol):
         """StopServer; returns the AWS request id."""
         ...
 
+    async def start_server(self, target: Target) -> str:
+        """StartServer; returns the AWS request id (a no-op on an ONLINE server, says AWS)."""
+        ...
+
     async def describe_server(self, target: Target) -> ServerState: ...
 
     async def list_servers(self, key: BucketKey, next_token: str | None) -> Page: ...
@@ -163,6 +167,10 @@ class AioUpstream:
 
     async def stop_server(self, target: Target) -> str:
         response = await self._call(target.bucket, "stop_server", ServerId=target.server_id)
+        return str(response.get("ResponseMetadata", {}).get("RequestId", ""))
+
+    async def start_server(self, target: Target) -> str:
+        response = await self._call(target.bucket, "start_server", ServerId=target.server_id)
         return str(response.get("ResponseMetadata", {}).get("RequestId", ""))
 
     async def describe_server(self, target: Target) -> ServerState:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Collection
 from typing import Any
 
 import pytest
@@ -12,7 +12,7 @@ from gateway.clock import ManualClock
 from gateway.config import CoreSettings
 from gateway.core.calls import BudgetedCaller
 from gateway.core.coordination import UNSHARED
-from gateway.core.operation import STOP, WATCH, Operation
+from gateway.core.operation import START, STOP, WATCH, Operation
 from gateway.core.operations import Core
 from gateway.domain import BucketKey, ServerState, Stage, StateUpdate, Target
 from gateway.errors import ErrorKind, GatewayError
@@ -55,7 +55,9 @@ class _RecordingLeases:
     def __init__(self) -> None:
         self.taken: list[str] = []
 
-    async def acquire(self, lease: str, target: Target) -> str | None:
+    async def acquire(
+        self, lease: str, target: Target, excludes: Collection[str] = ()
+    ) -> str | None:
         self.taken.append(lease)
         return UNSHARED
 
@@ -67,23 +69,7 @@ class _RecordingLeases:
 
 
 async def _start_server(upstream: Upstream, target: Target) -> str:
-    start: Callable[[Target], Awaitable[str]] = getattr(upstream, "start_server")  # noqa: B009
-    return await start(target)
-
-
-#: What the "adding an operation" section of docs/architecture.md describes, in test form.
-START = Operation(
-    name="StartServer",
-    call=_start_server,
-    verb="start",
-    transitional=frozenset({ServerState.STARTING}),
-    done=frozenset({ServerState.ONLINE}),
-    failed=ServerState.START_FAILED,
-    failure=ErrorKind.INTERNAL,  # a real StartServer gets a START_FAILED row of its own
-    not_yet=frozenset({ServerState.UNKNOWN, ServerState.OFFLINE, ServerState.STOPPING}),
-    requested_stage="START_REQUESTED",
-    lease="start",
-)
+    return await upstream.start_server(target)
 
 
 class TestDescriptors:
@@ -156,8 +142,9 @@ class TestANewOperation:
     """A second descriptor needs no second flight: the core runs it as it runs STOP."""
 
     async def test_start_runs_on_the_stop_flight(self) -> None:
-        """START (a test-local descriptor) calls its upstream method once under its own lease,
-        streams START_REQUESTED, STARTING, then ONLINE as DONE, and ends OK."""
+        """START (the descriptor added after STOP, no flight of its own) calls its upstream
+        method once under its own lease, streams START_REQUESTED, STARTING, then ONLINE as
+        DONE, and ends OK."""
         clock = ManualClock()
         upstream = _StartingUpstream()
         leases = _RecordingLeases()
@@ -181,5 +168,5 @@ class TestANewOperation:
         upstream.reads = [ServerState.START_FAILED]
         with pytest.raises(GatewayError) as raised:
             await _run(_core(clock, upstream), clock, START)
-        assert raised.value.kind is ErrorKind.INTERNAL
+        assert raised.value.kind is ErrorKind.START_FAILED
         assert "START_FAILED" in raised.value.message

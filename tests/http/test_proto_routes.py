@@ -40,10 +40,12 @@ def _routes(app: GatewayApp) -> set[tuple[str, str]]:
 
 class TestHttpAnnotations:
     def test_every_rpc_declares_its_route(self) -> None:
-        """StopServer is POST .../{server_id}:stop with the body carrying the other fields;
+        """StopServer is POST .../{server_id}:stop with the body carrying the other fields, and
+        StartServer POST .../{server_id}:start alike;
         WatchServer is GET .../{server_id}:watch (its fields are query parameters)."""
         assert _declared() == {
             "StopServer": ("POST", "/v1/servers/{serverId}:stop", "*"),
+            "StartServer": ("POST", "/v1/servers/{serverId}:start", "*"),
             "WatchServer": ("GET", "/v1/servers/{serverId}:watch", ""),
         }
 

@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio
 from redis.crc import key_slot
 
-from gateway.core.coordination import UNSHARED, LocalLeases, RedisLeases
+from gateway.core.coordination import UNSHARED, ExcludedLeaseHeld, LocalLeases, RedisLeases
 from gateway.domain import Target
 from gateway.limiting.redis import RedisBuckets, fail_fast_client
 from tests.limiting.redis_server import RedisServer
@@ -46,6 +46,26 @@ class TestLease:
         assert await lock.acquire("start", TARGET) is not None
         assert await lock.acquire("stop", TARGET) is None
         assert lock.key_for("start", TARGET).endswith(f":start:{TARGET.server_id}")
+
+    async def test_an_excluded_lease_held_refuses_the_other(
+        self, redis_client: redis.asyncio.Redis, prefix: str
+    ) -> None:
+        """A start's lease excludes the stop's: while one replica holds "stop" on a server,
+        another asking for "start" excluding "stop" is refused (ExcludedLeaseHeld naming it)
+        and takes nothing; once the stop's lease is released the start's is taken."""
+        a = RedisLeases(redis_client, prefix=prefix)
+        b = RedisLeases(redis_client, prefix=prefix)
+        token = await a.acquire("stop", TARGET, ("start",))
+        assert token is not None
+        with pytest.raises(ExcludedLeaseHeld) as held:
+            await b.acquire("start", TARGET, ("stop",))
+        assert held.value.lease == "stop"
+        assert await redis_client.exists(b.key_for("start", TARGET)) == 0
+        assert await b.acquire("start", OTHER, ("stop",)) is not None  # another server: free
+        await a.release("stop", TARGET, token)
+        assert await b.acquire("start", TARGET, ("stop",)) is not None
+        with pytest.raises(ExcludedLeaseHeld):
+            await a.acquire("stop", TARGET, ("start",))
 
     async def test_release_lets_the_next_in(
         self, redis_client: redis.asyncio.Redis, prefix: str

@@ -30,11 +30,12 @@ from gateway.errors import ErrorKind, UpstreamError, from_aws
 from gateway.upstream.aio import Page
 
 #: The operations the fake answers, by the names the core gives the BudgetedCaller.
-Operation = Literal["StopServer", "DescribeServer", "ListServers"]
-OPERATIONS: tuple[Operation, ...] = ("StopServer", "DescribeServer", "ListServers")
+Operation = Literal["StopServer", "StartServer", "DescribeServer", "ListServers"]
+OPERATIONS: tuple[Operation, ...] = ("StopServer", "StartServer", "DescribeServer", "ListServers")
 _T = TypeVar("_T")
 _RAW = {
     "stop_server": "StopServer",
+    "start_server": "StartServer",
     "describe_server": "DescribeServer",
     "list_servers": "ListServers",
 }
@@ -107,6 +108,11 @@ class FakeServer:
     #: accept and change nothing (AWS does not document which).
     when_not_online: Literal["refuse", "accept"] = "refuse"
     stops_accepted: int = 0
+    #: How long a start keeps the server STARTING, and where it lands (StartServer on an ONLINE
+    #: server is accepted and changes nothing, as AWS documents; on STOPPING/STARTING refused).
+    start_seconds: float = 0.0
+    start_result: ServerState = ServerState.ONLINE
+    starts_accepted: int = 0
 
     def state_at(self, now: float) -> ServerState:
         index = bisect.bisect_right([since for since, _ in self.timeline], now) - 1
@@ -152,9 +158,13 @@ class FakeUpstream:
         stop_result: ServerState = ServerState.OFFLINE,
         stop_lag: float = 0.0,
         when_not_online: Literal["refuse", "accept"] = "refuse",
+        start_seconds: float = 0.0,
+        start_result: ServerState = ServerState.ONLINE,
     ) -> FakeServer:
         """A server in `state` from now on. A StopServer on it while ONLINE is accepted: it reads
-        ONLINE for `stop_lag` s more, then STOPPING for `stop_seconds`, then `stop_result`."""
+        ONLINE for `stop_lag` s more, then STOPPING for `stop_seconds`, then `stop_result`. A
+        StartServer on it while OFFLINE (or failed) makes it STARTING for `start_seconds`, then
+        `start_result`; on an ONLINE server it is accepted and changes nothing."""
         server = FakeServer(
             target,
             [(float("-inf"), state)],
@@ -162,6 +172,8 @@ class FakeUpstream:
             stop_result=stop_result,
             stop_lag=stop_lag,
             when_not_online=when_not_online,
+            start_seconds=start_seconds,
+            start_result=start_result,
         )
         self.servers[target] = server
         return server
@@ -221,6 +233,11 @@ class FakeUpstream:
             "StopServer", target.bucket, target, None, lambda _: self._stop(target)
         )
 
+    async def start_server(self, target: Target) -> str:
+        return await self._call(
+            "StartServer", target.bucket, target, None, lambda _: self._start(target)
+        )
+
     async def describe_server(self, target: Target) -> ServerState:
         return await self._call(
             "DescribeServer", target.bucket, target, None, lambda _: self._describe(target)
@@ -244,10 +261,11 @@ class FakeUpstream:
             if page.next_token:
                 out["NextToken"] = page.next_token
             return {**out, "ResponseMetadata": {"RequestId": page.request_id}}
-        if name in ("StopServer", "DescribeServer"):
+        if name in ("StopServer", "StartServer", "DescribeServer"):
             target = Target(key.account_id, key.region, str(params["ServerId"]))
-            if name == "StopServer":
-                request_id = await self.stop_server(target)
+            if name in ("StopServer", "StartServer"):
+                change = self.stop_server if name == "StopServer" else self.start_server
+                request_id = await change(target)
                 return {"ResponseMetadata": {"RequestId": request_id}}
             state = await self.describe_server(target)
             return {
@@ -337,6 +355,23 @@ class FakeUpstream:
         stopping_at = now + server.stop_lag
         server.schedule(stopping_at, ServerState.STOPPING)
         server.timeline.append((stopping_at + server.stop_seconds, server.stop_result))
+        return self._request_id()
+
+    def _start(self, target: Target) -> str:
+        server = self._server(target)
+        now = self.clock.monotonic()
+        state = server.state_at(now)
+        if state is ServerState.ONLINE:
+            return self._request_id()  # AWS: no impact on a server that is already ONLINE
+        if state in (ServerState.STARTING, ServerState.STOPPING):
+            raise aws_error(
+                "InvalidRequestException",
+                f"Server {target.server_id} is {state}: it cannot be started",
+                request_id=self._request_id(),
+            )
+        server.starts_accepted += 1
+        server.schedule(now, ServerState.STARTING)
+        server.timeline.append((now + server.start_seconds, server.start_result))
         return self._request_id()
 
     def _describe(self, target: Target) -> ServerState:

@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!transfer_gateway/v1/gateway.proto\x12\x13transfer_gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n\x11StopServerRequest\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\"K\n\x12WatchServerRequest\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\"\xb1\x02\n\x11ServerStateUpdate\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12/\n\x05state\x18\x04 \x01(\x0e\x32 .transfer_gateway.v1.ServerState\x12)\n\x05stage\x18\x05 \x01(\x0e\x32\x1a.transfer_gateway.v1.Stage\x12/\n\x0bobserved_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08terminal\x18\x07 \x01(\x08\x12\x16\n\x0e\x61ws_request_id\x18\x08 \x01(\t\x12.\n\x0b\x62udget_wait\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration*\xd1\x01\n\x0bServerState\x12\x1c\n\x18SERVER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SERVER_STATE_OFFLINE\x10\x01\x12\x17\n\x13SERVER_STATE_ONLINE\x10\x02\x12\x19\n\x15SERVER_STATE_STARTING\x10\x03\x12\x19\n\x15SERVER_STATE_STOPPING\x10\x04\x12\x1d\n\x19SERVER_STATE_START_FAILED\x10\x05\x12\x1c\n\x18SERVER_STATE_STOP_FAILED\x10\x06*z\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x1c\n\x18STAGE_WAITING_FOR_BUDGET\x10\x01\x12\x18\n\x14STAGE_STOP_REQUESTED\x10\x02\x12\x12\n\x0eSTAGE_WATCHING\x10\x03\x12\x0e\n\nSTAGE_DONE\x10\x04\x32\xa5\x02\n\x0fTransferGateway\x12\x87\x01\n\nStopServer\x12&.transfer_gateway.v1.StopServerRequest\x1a&.transfer_gateway.v1.ServerStateUpdate\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/servers/{server_id}:stop:\x01*0\x01\x12\x87\x01\n\x0bWatchServer\x12\'.transfer_gateway.v1.WatchServerRequest\x1a&.transfer_gateway.v1.ServerStateUpdate\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/servers/{server_id}:watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!transfer_gateway/v1/gateway.proto\x12\x13transfer_gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n\x11StopServerRequest\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\"K\n\x12StartServerRequest\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\"K\n\x12WatchServerRequest\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\"\xb1\x02\n\x11ServerStateUpdate\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12/\n\x05state\x18\x04 \x01(\x0e\x32 .transfer_gateway.v1.ServerState\x12)\n\x05stage\x18\x05 \x01(\x0e\x32\x1a.transfer_gateway.v1.Stage\x12/\n\x0bobserved_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08terminal\x18\x07 \x01(\x08\x12\x16\n\x0e\x61ws_request_id\x18\x08 \x01(\t\x12.\n\x0b\x62udget_wait\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration*\xd1\x01\n\x0bServerState\x12\x1c\n\x18SERVER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SERVER_STATE_OFFLINE\x10\x01\x12\x17\n\x13SERVER_STATE_ONLINE\x10\x02\x12\x19\n\x15SERVER_STATE_STARTING\x10\x03\x12\x19\n\x15SERVER_STATE_STOPPING\x10\x04\x12\x1d\n\x19SERVER_STATE_START_FAILED\x10\x05\x12\x1c\n\x18SERVER_STATE_STOP_FAILED\x10\x06*\x95\x01\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x1c\n\x18STAGE_WAITING_FOR_BUDGET\x10\x01\x12\x18\n\x14STAGE_STOP_REQUESTED\x10\x02\x12\x12\n\x0eSTAGE_WATCHING\x10\x03\x12\x0e\n\nSTAGE_DONE\x10\x04\x12\x19\n\x15STAGE_START_REQUESTED\x10\x05\x32\xb2\x03\n\x0fTransferGateway\x12\x87\x01\n\nStopServer\x12&.transfer_gateway.v1.StopServerRequest\x1a&.transfer_gateway.v1.ServerStateUpdate\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/servers/{server_id}:stop:\x01*0\x01\x12\x8a\x01\n\x0bStartServer\x12\'.transfer_gateway.v1.StartServerRequest\x1a&.transfer_gateway.v1.ServerStateUpdate\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/servers/{server_id}:start:\x01*0\x01\x12\x87\x01\n\x0bWatchServer\x12\'.transfer_gateway.v1.WatchServerRequest\x1a&.transfer_gateway.v1.ServerStateUpdate\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/servers/{server_id}:watch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,18 +36,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TRANSFERGATEWAY'].methods_by_name['StopServer']._loaded_options = None
   _globals['_TRANSFERGATEWAY'].methods_by_name['StopServer']._serialized_options = b'\202\323\344\223\002!\"\034/v1/servers/{server_id}:stop:\001*'
+  _globals['_TRANSFERGATEWAY'].methods_by_name['StartServer']._loaded_options = None
+  _globals['_TRANSFERGATEWAY'].methods_by_name['StartServer']._serialized_options = b'\202\323\344\223\002\"\"\035/v1/servers/{server_id}:start:\001*'
   _globals['_TRANSFERGATEWAY'].methods_by_name['WatchServer']._loaded_options = None
   _globals['_TRANSFERGATEWAY'].methods_by_name['WatchServer']._serialized_options = b'\202\323\344\223\002\037\022\035/v1/servers/{server_id}:watch'
-  _globals['_SERVERSTATE']._serialized_start=615
-  _globals['_SERVERSTATE']._serialized_end=824
-  _globals['_STAGE']._serialized_start=826
-  _globals['_STAGE']._serialized_end=948
+  _globals['_SERVERSTATE']._serialized_start=692
+  _globals['_SERVERSTATE']._serialized_end=901
+  _globals['_STAGE']._serialized_start=904
+  _globals['_STAGE']._serialized_end=1053
   _globals['_STOPSERVERREQUEST']._serialized_start=153
   _globals['_STOPSERVERREQUEST']._serialized_end=227
-  _globals['_WATCHSERVERREQUEST']._serialized_start=229
-  _globals['_WATCHSERVERREQUEST']._serialized_end=304
-  _globals['_SERVERSTATEUPDATE']._serialized_start=307
-  _globals['_SERVERSTATEUPDATE']._serialized_end=612
-  _globals['_TRANSFERGATEWAY']._serialized_start=951
-  _globals['_TRANSFERGATEWAY']._serialized_end=1244
+  _globals['_STARTSERVERREQUEST']._serialized_start=229
+  _globals['_STARTSERVERREQUEST']._serialized_end=304
+  _globals['_WATCHSERVERREQUEST']._serialized_start=306
+  _globals['_WATCHSERVERREQUEST']._serialized_end=381
+  _globals['_SERVERSTATEUPDATE']._serialized_start=384
+  _globals['_SERVERSTATEUPDATE']._serialized_end=689
+  _globals['_TRANSFERGATEWAY']._serialized_start=1056
+  _globals['_TRANSFERGATEWAY']._serialized_end=1490
 # @@protoc_insertion_point(module_scope)

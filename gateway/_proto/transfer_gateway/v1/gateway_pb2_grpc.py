@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class TransferGatewayStub:
-    """TransferGateway stops and watches AWS Transfer Family servers. Every upstream call it makes is
+    """TransferGateway stops, starts and watches AWS Transfer Family servers. Every upstream call it makes is
     paid from a token bucket per (account, region), so callers wait their turn instead of being
     throttled by AWS.
     """
@@ -42,6 +42,11 @@ class TransferGatewayStub:
                 request_serializer=transfer__gateway_dot_v1_dot_gateway__pb2.StopServerRequest.SerializeToString,
                 response_deserializer=transfer__gateway_dot_v1_dot_gateway__pb2.ServerStateUpdate.FromString,
                 _registered_method=True)
+        self.StartServer = channel.unary_stream(
+                '/transfer_gateway.v1.TransferGateway/StartServer',
+                request_serializer=transfer__gateway_dot_v1_dot_gateway__pb2.StartServerRequest.SerializeToString,
+                response_deserializer=transfer__gateway_dot_v1_dot_gateway__pb2.ServerStateUpdate.FromString,
+                _registered_method=True)
         self.WatchServer = channel.unary_stream(
                 '/transfer_gateway.v1.TransferGateway/WatchServer',
                 request_serializer=transfer__gateway_dot_v1_dot_gateway__pb2.WatchServerRequest.SerializeToString,
@@ -50,7 +55,7 @@ class TransferGatewayStub:
 
 
 class TransferGatewayServicer:
-    """TransferGateway stops and watches AWS Transfer Family servers. Every upstream call it makes is
+    """TransferGateway stops, starts and watches AWS Transfer Family servers. Every upstream call it makes is
     paid from a token bucket per (account, region), so callers wait their turn instead of being
     throttled by AWS.
     """
@@ -63,6 +68,21 @@ class TransferGatewayServicer:
         Errors follow the gateway's error table (docs/errors.md), each with google.rpc.ErrorInfo.
         Over HTTP (docs/http.md): the server id from the path, accountId and region from the JSON
         body; the stream is NDJSON or, with Accept: text/event-stream, server-sent events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartServer(self, request, context):
+        """StartServer asks AWS to start a server and streams its state until it is terminal.
+        The stream ends with status OK when the server is ONLINE (at once, after one terminal
+        update, on a server already ONLINE: AWS documents StartServer there as a no-op). When it
+        ends in START_FAILED the terminal update is sent first, then the call ends with ABORTED
+        (ErrorInfo reason START_FAILED). Concurrent calls for the same server share one upstream
+        StartServer and one watch. A start asked for while a StopServer of the same server is in
+        flight (on any replica) is refused with FAILED_PRECONDITION (reason OPERATION_IN_FLIGHT,
+        metadata in_flight = StopServer), and back: the two are never sent together.
+        Over HTTP: as StopServer, on POST /v1/servers/{server_id}:start.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -85,6 +105,11 @@ def add_TransferGatewayServicer_to_server(servicer, server):
                     request_deserializer=transfer__gateway_dot_v1_dot_gateway__pb2.StopServerRequest.FromString,
                     response_serializer=transfer__gateway_dot_v1_dot_gateway__pb2.ServerStateUpdate.SerializeToString,
             ),
+            'StartServer': grpc.unary_stream_rpc_method_handler(
+                    servicer.StartServer,
+                    request_deserializer=transfer__gateway_dot_v1_dot_gateway__pb2.StartServerRequest.FromString,
+                    response_serializer=transfer__gateway_dot_v1_dot_gateway__pb2.ServerStateUpdate.SerializeToString,
+            ),
             'WatchServer': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchServer,
                     request_deserializer=transfer__gateway_dot_v1_dot_gateway__pb2.WatchServerRequest.FromString,
@@ -99,7 +124,7 @@ def add_TransferGatewayServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class TransferGateway:
-    """TransferGateway stops and watches AWS Transfer Family servers. Every upstream call it makes is
+    """TransferGateway stops, starts and watches AWS Transfer Family servers. Every upstream call it makes is
     paid from a token bucket per (account, region), so callers wait their turn instead of being
     throttled by AWS.
     """
@@ -120,6 +145,33 @@ class TransferGateway:
             target,
             '/transfer_gateway.v1.TransferGateway/StopServer',
             transfer__gateway_dot_v1_dot_gateway__pb2.StopServerRequest.SerializeToString,
+            transfer__gateway_dot_v1_dot_gateway__pb2.ServerStateUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartServer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/transfer_gateway.v1.TransferGateway/StartServer',
+            transfer__gateway_dot_v1_dot_gateway__pb2.StartServerRequest.SerializeToString,
             transfer__gateway_dot_v1_dot_gateway__pb2.ServerStateUpdate.FromString,
             options,
             channel_credentials,
