@@ -105,7 +105,7 @@ class HttpApi:
 
     async def start(self, request: web.Request) -> web.StreamResponse:
         async def fields() -> tuple[str, str]:
-            body = await _read_json_body(request)
+            body = await _read_json_body(request, self._body_timeout)
             return body.get("accountId", ""), body.get("region", "")
 
         return await self._serve(request, "StartServer", self._core.start, fields)
