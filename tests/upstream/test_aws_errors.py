@@ -114,7 +114,7 @@ async def _stop_once(url: str) -> UpstreamError:
                 KEY,
                 "StopServer",
                 lambda: upstream.stop_server(TARGET),
-                priority=Priority.STOP,
+                priority=Priority.CHANGE,
                 deadline=None,
             )
     finally:
