@@ -9,7 +9,7 @@ GOOGLEAPIS = $(shell $(BIN)/python -c 'import google.api.annotations_pb2 as m, p
 # buf (the protobuf linter) from npm, pinned by tools/buf/package-lock.json.
 BUF := tools/buf/node_modules/.bin/buf
 
-.PHONY: setup run test lint lint-proto typecheck proto proto-check bench clean
+.PHONY: setup run test lint lint-proto typecheck proto proto-check floors bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -68,8 +68,19 @@ lint-proto: setup $(BUF)
 		--path transfer_gateway/v1/gateway.proto; \
 	rc=$$?; rm -rf $$tmp; exit $$rc
 
+# The declared dependency floors, proven: a second venv with every runtime dependency at the
+# lowest version pyproject.toml allows (constraints-min.txt), then the smoke test (imports and a
+# short end-to-end run of each face).
+floors:
+	rm -rf .venv-min
+	$(PYTHON) -m venv .venv-min
+	.venv-min/bin/python -m pip install -q --upgrade pip
+	.venv-min/bin/python -m pip install -q -c constraints-min.txt .
+	.venv-min/bin/python -m pip check
+	cd .venv-min && bin/python ../.ci/smoke.py
+
 bench: setup
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-min .pytest_cache .mypy_cache .ruff_cache
