@@ -26,7 +26,7 @@ from gateway.core.coordination import Leases, LocalLeases, RedisLeases
 from gateway.core.operations import Core
 from gateway.domain import BucketKey
 from gateway.emulator.server import Emulator
-from gateway.errors import GatewayError
+from gateway.errors import ErrorKind, GatewayError
 from gateway.faces.auth import (
     Access,
     grpc_server_credentials,
@@ -34,8 +34,9 @@ from gateway.faces.auth import (
     server_ssl_context,
 )
 from gateway.faces.aws import AwsApi, is_aws_request
+from gateway.faces.connections import ConnectionGuard, GuardedSite, connection_cap
 from gateway.faces.grpc import TransferGatewayService, add_services, server_options
-from gateway.faces.http import HttpApi, Readiness, error_response
+from gateway.faces.http import HttpApi, Readiness, error_response, raw_error_response
 from gateway.faces.introspection import NOT_SERVING, SERVING
 from gateway.faces.sigv4 import Verifier, issued_keys
 from gateway.limiting import Bucket, FallbackBuckets, LocalBuckets, QueuedLimiter, RedisBuckets
@@ -68,6 +69,8 @@ class GatewayApp:
         self.grpc_port = 0
         self.http_port = 0
         self._http: web.AppRunner | None = None
+        #: The HTTP listener's connection cap and head deadline (set when HTTP starts).
+        self.http_connections: ConnectionGuard | None = None
         #: "starting" until every face listens, "draining" from stop(): /readyz is 503 in both.
         self.phase: Literal["starting", "serving", "draining"] = "starting"
         #: Checks /readyz runs, by name; other parts (the Redis limiter, ...) add theirs.
@@ -276,7 +279,28 @@ class GatewayApp:
         s = self.settings
         # The AWS-compatible endpoint authenticates by itself (SigV4, AWS-shaped refusals).
         auth = http_auth_middleware(self.access, error_response, skip=is_aws_request)
-        app = web.Application(middlewares=[auth])
+        cap, lowered = connection_cap(s.http_max_connections)
+        if lowered:
+            log.warning(
+                "http.connection_cap_lowered",
+                configured=s.http_max_connections,
+                cap=cap,
+                why=lowered,
+            )
+        full = GatewayError(
+            ErrorKind.TOO_MANY_CONNECTIONS,
+            f"the gateway has {cap} HTTP connections open, each serving a request",
+            retry_after=1.0,
+        )
+        self.http_connections = ConnectionGuard(
+            max_connections=cap,
+            header_timeout=s.http_header_timeout_seconds,
+            refusal=raw_error_response(full),
+            on_close=lambda reason: self.metrics.http_connections_closed.labels(reason).inc(),
+        )
+        # The guard's middleware first: a request is "being served" (never pushed out) from
+        # the moment its head is in, whatever the middlewares after it decide.
+        app = web.Application(middlewares=[self.http_connections.middleware, auth])
         HttpApi(
             core,
             self.metrics,
@@ -284,6 +308,7 @@ class GatewayApp:
             before_scrape=self.refresh_metrics,
             heartbeat_seconds=s.sse_heartbeat_seconds,
             access=self.access,
+            body_timeout_seconds=s.http_body_timeout_seconds,
         ).add_routes(app)
         AwsApi(
             core,
@@ -295,19 +320,28 @@ class GatewayApp:
             max_wait_seconds=s.aws_max_wait_seconds,
             access=self.access,
             verifier=Verifier(issued_keys(s.auth).values(), self.clock.wall),
+            body_timeout_seconds=s.http_body_timeout_seconds,
         ).add_routes(app)
         # handler_cancellation: a caller that hangs up cancels its handler, so its share of a
         # watch is dropped at once rather than at the next write.
+        # keepalive_timeout: idle time between requests (aiohttp's default is an hour).
+        # lingering_time: after an answer given before the body was read (too large, too
+        # slow), the rest is read and dropped this long so the client sees the answer rather
+        # than a reset; aiohttp's 10 s would hold a slow body's connection past its timeout.
         runner = web.AppRunner(
             app,
             access_log=None,
             handler_cancellation=True,
             shutdown_timeout=s.shutdown_grace_seconds,
+            keepalive_timeout=s.http_keepalive_seconds,
+            lingering_time=min(2.0, s.http_body_timeout_seconds),
         )
         await runner.setup()
         try:
             ssl_context = server_ssl_context(s.tls) if s.tls.enabled else None
-            site = web.TCPSite(runner, s.http_host, s.http_port, ssl_context=ssl_context)
+            site = GuardedSite(
+                runner, self.http_connections, s.http_host, s.http_port, ssl_context=ssl_context
+            )
             with listening("HTTP", s.http_host, s.http_port):
                 await site.start()
         except BaseException:
@@ -363,6 +397,8 @@ class GatewayApp:
                 status.rate_factor,
                 ceiling_per_second=status.ceiling * rate,
             )
+        if self.http_connections is not None:
+            self.metrics.http_connections.set(self.http_connections.open)
         if self.core is not None:
             self.metrics.set_watching(self.core.watchers.active, self.core.watchers.watched_servers)
 

@@ -542,6 +542,20 @@ class Settings:
     #: An SSE stream with no news for this long gets a `: keep-alive` comment, so proxies and
     #: load balancers (ALB: 60 s idle) do not cut a long watch.
     sse_heartbeat_seconds: float = 15.0
+    #: An HTTP connection must send a whole request head (request line and headers) within
+    #: this, from connecting (TLS handshake included) or from the first byte of its next
+    #: request; otherwise it is closed (slow-loris clients).
+    http_header_timeout_seconds: float = 10.0
+    #: A request body must arrive whole within this; otherwise 408 and the connection closes
+    #: (a body that never ends, a Content-Length larger than what is sent).
+    http_body_timeout_seconds: float = 10.0
+    #: An idle keep-alive HTTP connection is closed after this. Keep it above the idle timeout
+    #: of a load balancer in front (ALB: 60 s), or it may reuse a connection being closed.
+    http_keepalive_seconds: float = 75.0
+    #: Open HTTP connections at most (lowered to half the open-file limit, so HTTP cannot take
+    #: the descriptors gRPC needs). At the cap a new connection pushes out the one idle (or
+    #: still sending its head) the longest; with none, it gets 503 TOO_MANY_CONNECTIONS.
+    http_max_connections: int = 1000
     #: "emulator": the embedded emulator (default, no AWS needed); "aws": AWS's endpoints with
     #: the default credential chain.
     upstream: Literal["emulator", "aws"] = "emulator"
@@ -610,6 +624,13 @@ class Settings:
         _check(self, "http_port", 0 <= self.http_port <= 65535, "must be a TCP port")
         _check(self, "aws_max_wait_seconds", self.aws_max_wait_seconds >= 0, "must be >= 0")
         _check(self, "sse_heartbeat_seconds", self.sse_heartbeat_seconds > 0, "must be > 0")
+        for key in (
+            "http_header_timeout_seconds",
+            "http_body_timeout_seconds",
+            "http_keepalive_seconds",
+        ):
+            _check(self, key, getattr(self, key) > 0, "must be > 0")
+        _check(self, "http_max_connections", self.http_max_connections >= 1, "must be >= 1")
         bad_keys = [k for k, a in self.access_keys.items() if not _ACCOUNT.fullmatch(a)]
         _check(self, "access_keys", not bad_keys, f"accounts must be 12 digits: {bad_keys}")
         _check(self, "demo_servers", self.demo_servers >= 0, "must be >= 0")

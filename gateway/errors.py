@@ -49,6 +49,10 @@ class ErrorKind(enum.Enum):
     START_FAILED = _Row(StatusCode.ABORTED, 409, "START_FAILED")
     DEADLINE_EXCEEDED = _Row(StatusCode.DEADLINE_EXCEEDED, 504, "DEADLINE_EXCEEDED")
     SHUTTING_DOWN = _Row(StatusCode.UNAVAILABLE, 503, "SHUTTING_DOWN")
+    #: HTTP only: the request body did not arrive within http_body_timeout_seconds.
+    REQUEST_TIMEOUT = _Row(StatusCode.DEADLINE_EXCEEDED, 408, "REQUEST_TIMEOUT")
+    #: HTTP only: http_max_connections are open, every one serving a request.
+    TOO_MANY_CONNECTIONS = _Row(StatusCode.UNAVAILABLE, 503, "TOO_MANY_CONNECTIONS")
     CANCELLED = _Row(StatusCode.CANCELLED, 499, "CANCELLED")
     INTERNAL = _Row(StatusCode.INTERNAL, 500, "INTERNAL")
 

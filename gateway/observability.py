@@ -93,6 +93,18 @@ class Metrics:
             "transfer_gateway_watched_servers", "Servers being watched now.", registry=r
         )
 
+        self.http_connections = Gauge(
+            "transfer_gateway_http_connections",
+            "HTTP connections open now (capped by http_max_connections).",
+            registry=r,
+        )
+        self.http_connections_closed = Counter(
+            "transfer_gateway_http_connections_closed",
+            "HTTP connections the gateway closed itself: head_timeout (no whole request head"
+            " in time), pushed_out (at the cap, for a new one), refused (at the cap, 503).",
+            ["reason"],
+            registry=r,
+        )
         self.limiter_state = Gauge(
             "transfer_gateway_limiter_state",
             "The limiter's budget store, one-hot by state: ok; degraded (Redis unreachable, local"

@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import structlog
@@ -25,6 +26,7 @@ from gateway.domain import StateUpdate, Target
 from gateway.errors import ErrorKind, FieldViolation, GatewayError, InvalidArgument
 from gateway.faces.auth import Access, request_caller
 from gateway.faces.bodies import BodyError, BodyProblem, parse_json, read_body
+from gateway.faces.connections import raw_response
 from gateway.faces.messages import error_to_status, update_to_proto
 from gateway.observability import Metrics
 
@@ -271,7 +273,10 @@ def retry_after_header(error: GatewayError) -> str | None:
 
 
 def body_error(error: BodyError) -> GatewayError:
-    """A body that could not be had, as the table's error: INVALID_ARGUMENT naming `body`."""
+    """A body that could not be had, as the table's error: REQUEST_TIMEOUT when too slow,
+    else INVALID_ARGUMENT naming `body`."""
+    if error.problem is BodyProblem.TOO_SLOW:
+        return GatewayError(ErrorKind.REQUEST_TIMEOUT, error.message)
     if error.problem is BodyProblem.TOO_LARGE:
         return InvalidArgument([FieldViolation("body", f"must be at most {MAX_BODY_BYTES} bytes")])
     return InvalidArgument([FieldViolation("body", f"must be a JSON object ({error.message})")])
@@ -284,6 +289,18 @@ def error_response(error: GatewayError) -> web.Response:
     if retry_after is not None:
         headers["Retry-After"] = retry_after
     return web.json_response(status_json(error), status=error.kind.http_status, headers=headers)
+
+
+def raw_error_response(error: GatewayError) -> bytes:
+    """error_response's status and body as a whole HTTP/1.1 response, for a connection the
+    listener answers without reading its request (the connection cap)."""
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    retry_after = retry_after_header(error)
+    if retry_after is not None:
+        headers["Retry-After"] = retry_after
+    body = json.dumps(status_json(error), separators=(",", ":")).encode()
+    status = error.kind.http_status
+    return raw_response(status, HTTPStatus(status).phrase, body, headers)
 
 
 async def _send(response: web.StreamResponse, sse: bool, event: str, payload: Any) -> None:
