@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
+import functools
+import gc
 import signal
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Literal
@@ -24,6 +28,7 @@ from gateway.core.accounts import Accounts
 from gateway.core.calls import BudgetedCaller
 from gateway.core.coordination import Leases, LocalLeases, RedisLeases
 from gateway.core.operations import Core
+from gateway.core.pairs import Pairs
 from gateway.domain import BucketKey
 from gateway.emulator.server import Emulator
 from gateway.errors import ErrorKind, GatewayError
@@ -41,7 +46,7 @@ from gateway.faces.introspection import NOT_SERVING, SERVING
 from gateway.faces.sigv4 import Verifier, issued_keys
 from gateway.limiting import Bucket, FallbackBuckets, LocalBuckets, QueuedLimiter, RedisBuckets
 from gateway.limiting.redis import fail_fast_client
-from gateway.observability import Metrics
+from gateway.observability import MAX_BUCKET_SERIES, BucketSeries, Metrics
 from gateway.startup import StartupError, listening
 from gateway.upstream.aio import AioUpstream, ClientSettings, emulator_credentials
 from gateway.upstream.credentials import EMULATOR_BASE_CREDENTIALS, AccountSessions
@@ -52,9 +57,6 @@ log = structlog.get_logger(__name__)
 ReadyCheck = Callable[[], Awaitable[str | None]]
 #: Bounded so that /readyz cannot hang a probe on a dead dependency.
 READY_CHECK_TIMEOUT = 2.0
-#: Buckets whose tokens /metrics shows: label cardinality stays bounded however many accounts
-#: callers name.
-MAX_BUCKET_SERIES = 100
 
 
 class GatewayApp:
@@ -101,8 +103,15 @@ class GatewayApp:
             max_queue=budget.max_queue,
             poll_share=budget.poll_share,
         )
+        #: Every (account, region) the gateway holds state for: bounded, idle ones released.
+        self.pairs = Pairs(core_settings.pairs, self.clock, after_release=give_memory_back)
+        self._sweeper: asyncio.Task[None] | None = None
         self.caller = BudgetedCaller(
-            self.limiter, core_settings.retry, self.clock, observe=self.metrics.upstream_attempt
+            self.limiter,
+            core_settings.retry,
+            self.clock,
+            observe=self.metrics.upstream_attempt,
+            pairs=self.pairs,
         )
         self.upstream: AioUpstream | None = None
         self.core: Core | None = None
@@ -163,6 +172,11 @@ class GatewayApp:
             session=session,
             session_for=self.sessions.session_for,
         )
+        # What a released pair gives back: its client (about 1 MB and its sockets), its
+        # bucket (once it owes no tokens), its metric series.
+        for releaser in (self.upstream.release, self.limiter.release, self._forget_series):
+            self.pairs.add_releaser(releaser)
+        self._sweeper = asyncio.create_task(self.pairs.run(), name="pairs sweeper")
         self.core = Core(
             core_settings,
             self.caller,
@@ -386,17 +400,23 @@ class GatewayApp:
         return Readiness(all(v == "ok" for v in checks.values()), checks)
 
     async def refresh_metrics(self) -> None:
-        """Set the gauges that are read, not counted: tokens per bucket, watchers."""
+        """Set the gauges that are read, not counted: tokens per bucket (the most recently
+        used MAX_BUCKET_SERIES, stale ones removed), watchers."""
+        shown = []
         for key in self.limiter.keys()[:MAX_BUCKET_SERIES]:
             status = await self.limiter.status(key)
             rate, _ = self.accounts.budget_for(key)
-            self.metrics.set_bucket(
-                key.account_id,
-                key.region,
-                status.tokens,
-                status.rate_factor,
-                ceiling_per_second=status.ceiling * rate,
+            shown.append(
+                BucketSeries(
+                    key.account_id,
+                    key.region,
+                    status.tokens,
+                    status.rate_factor,
+                    ceiling_per_second=status.ceiling * rate,
+                )
             )
+        self.metrics.set_buckets(shown)
+        self.metrics.live_pairs.set(self.pairs.live)
         if self.http_connections is not None:
             self.metrics.http_connections.set(self.http_connections.open)
         if self.core is not None:
@@ -405,12 +425,20 @@ class GatewayApp:
     def bucket_keys(self) -> list[BucketKey]:
         return self.limiter.keys()
 
+    async def _forget_series(self, key: BucketKey) -> bool:
+        self.metrics.forget_bucket(key.account_id, key.region)
+        return True
+
     async def stop(self, grace: float | None = None, *, quiet: bool = False) -> None:
         """Drain: health NOT_SERVING, open streams end SHUTTING_DOWN, then close everything.
         `quiet`: no log lines (a start that failed closes what it started; its one line is
         the error)."""
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         self.phase = "draining"
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         if self._store_watch is not None:
             self._store_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -452,6 +480,30 @@ class GatewayApp:
                 loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         await self.stop()
+
+
+def give_memory_back() -> None:
+    """After pairs were released: collect their reference cycles now (an aiobotocore client is
+    full of them) and hand the freed heap back to the operating system (glibc's malloc_trim).
+    CPython's own small-object allocator keeps partly used arenas, so RSS only falls back
+    when the process runs with PYTHONMALLOC=malloc (see docs/configuration.md); either way the
+    freed memory is reused by the next pairs, so RSS stays bounded by core.pairs.max_live."""
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None where there is none (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    return trim
 
 
 def _core_settings(s: Settings) -> CoreSettings:

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from gateway.regions import is_known_region
+
 _T = TypeVar("_T")
 _ACCOUNT = re.compile(r"[0-9]{12}")
 
@@ -187,14 +189,49 @@ class WatchSettings:
 
 
 @dataclass(frozen=True)
+class PairSettings:
+    """What the gateway keeps per (account, region) pair it has called AWS for: an aiobotocore
+    client (about 1 MB and its sockets), a bucket, metric series. Bounded and given back."""
+
+    #: Pairs live at once (with state held for them); a call for a new pair beyond this is
+    #: refused with RESOURCE_EXHAUSTED (TOO_MANY_PAIRS) rather than growing memory without end.
+    max_live: int = 256
+    #: A pair with no call and no open stream for this long is released (its client closed, its
+    #: bucket forgotten once it owes no tokens, its series removed); the next call makes anew.
+    idle_seconds: float = 300.0
+
+    def __post_init__(self) -> None:
+        _check(self, "max_live", self.max_live >= 1, "must be >= 1")
+        _check(self, "idle_seconds", self.idle_seconds > 0, "must be > 0")
+
+
+_EXTRA_REGION = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+
+
+@dataclass(frozen=True)
 class CoreSettings:
     """What the core (validation, budget, calls, watching) needs."""
 
     default_account: str = DEFAULT_EMULATOR_ACCOUNT
     default_region: str = DEFAULT_REGION
+    #: Region names accepted besides AWS's own Transfer Family regions (botocore's partition
+    #: data): an emulator's made-up ones, or a region newer than the installed botocore.
+    extra_regions: tuple[str, ...] = ()
     budget: BudgetSettings = dataclasses.field(default_factory=BudgetSettings)
     retry: RetrySettings = dataclasses.field(default_factory=RetrySettings)
     watch: WatchSettings = dataclasses.field(default_factory=WatchSettings)
+    pairs: PairSettings = dataclasses.field(default_factory=PairSettings)
+
+    def __post_init__(self) -> None:
+        bad = [r for r in self.extra_regions if len(r) > 32 or not _EXTRA_REGION.fullmatch(r)]
+        _check(self, "extra_regions", not bad, f"not region names (a-z, 0-9, '-'): {bad}")
+        _check(
+            self,
+            "default_region",
+            is_known_region(self.default_region, self.extra_regions),
+            "is not an AWS region that serves Transfer Family (add it to core.extra_regions"
+            " if it is new or an emulator's)",
+        )
 
 
 _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}")
@@ -639,6 +676,22 @@ class Settings:
             self, "log_format", self.log_format in ("json", "console"), "must be json or console"
         )
         _check(self, "shutdown_grace_seconds", self.shutdown_grace_seconds >= 0, "must be >= 0")
+        for i, account in enumerate(self.accounts):
+            unknown = [
+                r for r in account.regions if not is_known_region(r, self.core.extra_regions)
+            ]
+            if unknown:
+                why = (
+                    f"not AWS regions that serve Transfer Family: {unknown} (add them to"
+                    " core.extra_regions if they are new or an emulator's)"
+                )
+                where = f"accounts[{i}].regions"
+                raise SettingsError(
+                    f"{where}={account.regions!r}: {why}",
+                    key=where,
+                    value=account.regions,
+                    problem=why,
+                )
         ids = [a.account_id for a in self.accounts]
         dupes = sorted({a for a in ids if ids.count(a) > 1})
         _check(self, "accounts", not dupes, f"listed twice: {dupes}")

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+#: Buckets whose tokens and rate factor /metrics shows (the most recently used): label
+#: cardinality stays bounded however many accounts callers name.
+MAX_BUCKET_SERIES = 100
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
@@ -30,6 +37,18 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+@dataclass(frozen=True)
+class BucketSeries:
+    """One bucket as /metrics shows it."""
+
+    account: str
+    region: str
+    tokens: float
+    rate_factor: float
+    #: The learned ceiling in calls per second (0: nothing learned).
+    ceiling_per_second: float = 0.0
 
 
 class Metrics:
@@ -78,6 +97,8 @@ class Metrics:
             ["account", "region"],
             registry=r,
         )
+        #: The (account, region) labels the bucket gauges have now.
+        self._bucket_series: set[tuple[str, str]] = set()
         self.open_streams = Gauge(
             "transfer_gateway_open_streams",
             "Streams open now, by transport.",
@@ -91,6 +112,12 @@ class Metrics:
         )
         self.watched_servers = Gauge(
             "transfer_gateway_watched_servers", "Servers being watched now.", registry=r
+        )
+        self.live_pairs = Gauge(
+            "transfer_gateway_live_pairs",
+            "(account, region) pairs the gateway holds a client, bucket or series for now"
+            " (at most core.pairs.max_live; idle ones are released).",
+            registry=r,
         )
 
         self.http_connections = Gauge(
@@ -122,19 +149,30 @@ class Metrics:
     def upstream_attempt(self, operation: str, outcome: str) -> None:
         self.upstream_calls.labels(operation, outcome).inc()
 
-    def set_bucket(
-        self,
-        account: str,
-        region: str,
-        tokens: float,
-        rate_factor: float,
-        *,
-        ceiling_per_second: float = 0.0,
-    ) -> None:
-        """An account's bucket as of a scrape (the app reads it from the limiter)."""
-        self.tokens.labels(account, region).set(tokens)
-        self.rate_factor.labels(account, region).set(rate_factor)
-        self.ceiling.labels(account, region).set(ceiling_per_second)
+    def set_buckets(self, buckets: Iterable[BucketSeries]) -> None:
+        """The buckets as of a scrape, most recently used first (the app reads them from the
+        limiter). Only the first MAX_BUCKET_SERIES get series, and a bucket shown before but
+        not now loses its series: setting gauges alone would keep every bucket ever shown
+        (150 accounts made 150 series)."""
+        shown: set[tuple[str, str]] = set()
+        for bucket in buckets:
+            if len(shown) >= MAX_BUCKET_SERIES:
+                break
+            labels = (bucket.account, bucket.region)
+            shown.add(labels)
+            self.tokens.labels(*labels).set(bucket.tokens)
+            self.rate_factor.labels(*labels).set(bucket.rate_factor)
+            self.ceiling.labels(*labels).set(bucket.ceiling_per_second)
+        for account, region in self._bucket_series - shown:
+            self.forget_bucket(account, region)
+        self._bucket_series = shown
+
+    def forget_bucket(self, account: str, region: str) -> None:
+        """Remove a bucket's series (its pair was released, or it left the shown set)."""
+        self._bucket_series.discard((account, region))
+        for gauge in (self.tokens, self.rate_factor, self.ceiling):
+            with contextlib.suppress(KeyError):  # never shown
+                gauge.remove(account, region)
 
     def set_watching(self, active_watchers: int, watched_servers: int) -> None:
         self.active_watchers.set(active_watchers)

@@ -10,6 +10,7 @@ import structlog
 
 from gateway.clock import Clock
 from gateway.config import RetrySettings
+from gateway.core.pairs import Pairs
 from gateway.domain import BucketKey
 from gateway.errors import ErrorKind, UpstreamError
 from gateway.limiting.base import Limiter, Priority
@@ -40,8 +41,11 @@ class BudgetedCaller:
         *,
         rng: random.Random | None = None,
         observe: Observer | None = None,
+        pairs: Pairs | None = None,
     ) -> None:
         self._limiter = limiter
+        #: The live (account, region) pairs; every call holds its pair (None: unbounded).
+        self.pairs = pairs
         self._retry = retry
         self._clock = clock
         self._rng = rng or random.Random()
@@ -57,7 +61,33 @@ class BudgetedCaller:
         deadline: float | None,
         on_queued: Callable[[], None] | None = None,
     ) -> tuple[_T, float]:
-        """Run `attempt_once` until it succeeds or fails for good; return (result, budget wait)."""
+        """Run `attempt_once` until it succeeds or fails for good; return (result, budget wait).
+        The pair is held throughout, so its client and bucket are not released under the call;
+        a new pair beyond core.pairs.max_live is refused (TOO_MANY_PAIRS) before any budget."""
+        hold = await self.pairs.hold(key) if self.pairs is not None else None
+        try:
+            return await self._call(
+                key,
+                operation,
+                attempt_once,
+                priority=priority,
+                deadline=deadline,
+                on_queued=on_queued,
+            )
+        finally:
+            if hold is not None:
+                hold.release()
+
+    async def _call(
+        self,
+        key: BucketKey,
+        operation: str,
+        attempt_once: Callable[[], Awaitable[_T]],
+        *,
+        priority: Priority,
+        deadline: float | None,
+        on_queued: Callable[[], None] | None,
+    ) -> tuple[_T, float]:
         waited = 0.0
         attempt = 0  # attempts that failed with a 500 or a network error
         throttled = 0  # attempts that AWS throttled: counted apart, see RetrySettings

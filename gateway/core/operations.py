@@ -18,6 +18,7 @@ from gateway.core.coordination import (
     LocalLeases,
 )
 from gateway.core.operation import CHANGES, START, STOP, WATCH, Operation
+from gateway.core.pairs import Hold
 from gateway.core.watching import Observation, Subscription, Watchers
 from gateway.domain import ServerState, Stage, StateUpdate, Target
 from gateway.errors import ErrorKind, GatewayError, UpstreamError
@@ -343,11 +344,20 @@ class Core:
             raise GatewayError(ErrorKind.SHUTTING_DOWN, "the gateway is shutting down")
         key = (operation.name, target)
         flight = self._flights.get(key)
+        hold: Hold | None = None
+        if flight is None and self.caller.pairs is not None:
+            # A new pair beyond core.pairs.max_live is refused here, before any budget.
+            hold = await self.caller.pairs.hold(target.bucket)
+            flight = self._flights.get(key)  # made by another caller meanwhile?
+            if flight is not None:
+                hold.release()
         if flight is None:
             for lease in operation.excludes:
                 # Checked and recorded with no await between: two callers cannot both pass.
                 other = self._leased.get((lease, target))
                 if other is not None:
+                    if hold is not None:
+                        hold.release()
                     raise in_flight(operation, other.op.name, target)
             flight = self._flights[key] = _Flight(self, target, operation)
             if operation.changes:
@@ -359,6 +369,10 @@ class Core:
             flight.task = asyncio.create_task(
                 flight.run(budget_deadline), name=f"{operation.name} {target.server_id}"
             )
+            if hold is not None:
+                # On the task, not in its body: a task cancelled before it ran has no finally.
+                release = hold.release
+                flight.task.add_done_callback(lambda _: release())
         queue = flight.fanout.join()
         try:
             while True:

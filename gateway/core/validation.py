@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 
 from gateway.domain import Target
 from gateway.errors import FieldViolation, InvalidArgument
+from gateway.regions import transfer_regions
 
 # botocore's model: ServerId has min and max length 19 and pattern `s-([0-9a-f]{17})`, but
 # botocore itself checks only the minimum length, so the gateway checks all of it.
 _SERVER_ID = re.compile(r"s-[0-9a-f]{17}")
 _ACCOUNT_ID = re.compile(r"[0-9]{12}")
-# AWS region names: partition prefix, geography, a number (us-east-1, ap-southeast-2,
-# us-gov-west-1, cn-north-1, eu-isoe-west-1, il-central-1, mx-central-1).
-_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
 
 #: Longest value quoted back in an error; a 10 kB field must not make a 10 kB error.
 _QUOTE_MAX = 40
@@ -32,11 +31,14 @@ def validate_target(
     default_account: str,
     default_region: str,
     field_names: tuple[str, str, str] = ("server_id", "account_id", "region"),
+    extra_regions: Collection[str] = (),
 ) -> Target:
     """Check the three fields (empty account or region take the defaults) and build the Target.
 
     `field_names` lets each transport name the fields as its callers spell them (gRPC's
-    snake_case, HTTP's camelCase)."""
+    snake_case, HTTP's camelCase). A region must be one that serves Transfer Family (botocore's
+    partition data) or one of `extra_regions` (core.extra_regions): a made-up region would cost
+    a client, a bucket and metric series for nothing (issue 11)."""
     server_field, account_field, region_field = field_names
     violations: list[FieldViolation] = []
     if not server_id:
@@ -59,10 +61,12 @@ def validate_target(
     if not _ACCOUNT_ID.fullmatch(account):
         violations.append(FieldViolation(account_field, f"{_quote(account)} must be 12 digits"))
     chosen_region = region or default_region
-    if len(chosen_region) > 32 or not _REGION.fullmatch(chosen_region):
+    if chosen_region not in transfer_regions() and chosen_region not in extra_regions:
         violations.append(
             FieldViolation(
-                region_field, f"{_quote(chosen_region)} is not an AWS region name (e.g. us-east-1)"
+                region_field,
+                f"{_quote(chosen_region)} is not an AWS region that serves Transfer Family"
+                " (e.g. us-east-1)",
             )
         )
     if violations:

@@ -264,6 +264,7 @@ class AwsApi:
                 region,
                 default_account=self._core.settings.default_account,
                 default_region=self._core.settings.default_region,
+                extra_regions=self._core.settings.extra_regions,
             )
         except GatewayError as exc:
             raise AwsError("ValidationException", exc.message) from exc

@@ -128,6 +128,7 @@ class TransferGatewayService(pb_grpc.TransferGatewayServicer):
                 request.region,
                 default_account=self._core.settings.default_account,
                 default_region=self._core.settings.default_region,
+                extra_regions=self._core.settings.extra_regions,
             )
             fields.update(account=target.account_id, region=target.region)
             if self._access is not None and caller is not None:

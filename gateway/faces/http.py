@@ -149,6 +149,7 @@ class HttpApi:
                     region,
                     default_account=self._core.settings.default_account,
                     default_region=self._core.settings.default_region,
+                    extra_regions=self._core.settings.extra_regions,
                     field_names=FIELD_NAMES,
                 )
                 log_fields.update(account=target.account_id, region=target.region)

@@ -78,7 +78,13 @@ class Limiter(Protocol):
     async def status(self, key: BucketKey) -> BucketStatus: ...
 
     def keys(self) -> list[BucketKey]:
-        """The buckets this process has used (for metrics)."""
+        """The buckets this process has used and not released, most recently used first (for
+        metrics)."""
+        ...
+
+    async def release(self, key: BucketKey) -> bool:
+        """Forget an idle bucket (gateway.core.pairs): True when nothing of it is left here;
+        False while it still matters (callers queued, tokens owed, a pause), to be tried again."""
         ...
 
     async def close(self) -> None: ...
@@ -103,6 +109,14 @@ class Bucket(Protocol):
         """Count a call AWS accepted and, past the hold, probe one step up (to 1.0 at most)."""
         ...
 
-    async def status(self, key: BucketKey, rate: float, burst: int) -> BucketStatus: ...
+    async def status(self, key: BucketKey, rate: float, burst: int) -> BucketStatus:
+        """Read-only: a bucket never used (or forgotten) is full at factor 1."""
+        ...
+
+    async def forget(self, key: BucketKey) -> bool:
+        """Drop the bucket's state held in this process if it no longer matters (no tokens
+        owed, no pause): True when dropped or there was none. Forgetting a full bucket changes
+        nothing a caller sees; its throttle factor is forgotten, as Redis's idle TTL does."""
+        ...
 
     async def close(self) -> None: ...

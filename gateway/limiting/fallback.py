@@ -155,6 +155,10 @@ class FallbackBuckets:
             return BucketStatus(tokens=0.0, rate_factor=local.rate_factor, ceiling=local.ceiling)
         return await self._fallback.status(key, *self._share(rate, burst))
 
+    async def forget(self, key: BucketKey) -> bool:
+        # Only the in-process fallback holds state here; the primary's expires by itself.
+        return await self._fallback.forget(key)
+
     async def close(self) -> None:
         try:
             await self._primary.close()

@@ -140,7 +140,8 @@ class LocalBuckets:
 
     async def status(self, key: BucketKey, rate: float, burst: int) -> BucketStatus:
         now = self._clock.monotonic()
-        state = self._state(key, now)
+        # Read-only: a status (a metrics scrape) must not bring a forgotten bucket back.
+        state = self._states.get(key) or _State(tat=now)
         interval = 1.0 / (rate * state.factor)
         tokens = burst - max(0.0, state.tat - now) / interval
         return BucketStatus(
@@ -148,6 +149,15 @@ class LocalBuckets:
             rate_factor=state.factor,
             ceiling=state.ceiling,
         )
+
+    async def forget(self, key: BucketKey) -> bool:
+        state = self._states.get(key)
+        if state is None:
+            return True
+        if max(state.tat, state.paused_until) > self._clock.monotonic():
+            return False  # tokens owed or a pause: forgetting it would hand out a fresh burst
+        del self._states[key]
+        return True
 
     async def close(self) -> None:
         self._states.clear()

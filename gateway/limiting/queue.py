@@ -94,7 +94,8 @@ class QueuedLimiter:
         self._max_queue = max_queue
         self._poll_share = poll_share
         self._queues: dict[BucketKey, _Queue] = {}
-        self._seen: set[BucketKey] = set()
+        #: Buckets used and not released, least recently used first (dicts keep order).
+        self._seen: dict[BucketKey, None] = {}
 
     async def acquire(
         self,
@@ -104,7 +105,8 @@ class QueuedLimiter:
         priority: Priority = Priority.CHANGE,
         on_queued: Callable[[], None] | None = None,
     ) -> float:
-        self._seen.add(key)
+        self._seen.pop(key, None)
+        self._seen[key] = None
         start = self._clock.monotonic()
         rate, burst = self._rate_for(key)
         queue = self._queues.get(key)
@@ -196,7 +198,15 @@ class QueuedLimiter:
         )
 
     def keys(self) -> list[BucketKey]:
-        return sorted(self._seen, key=str)
+        return list(reversed(self._seen))
+
+    async def release(self, key: BucketKey) -> bool:
+        if key in self._queues:
+            return False  # callers are waiting for its tokens
+        if not await self._bucket.forget(key):
+            return False
+        self._seen.pop(key, None)
+        return True
 
     async def close(self) -> None:
         tasks = [q.dispatcher for q in self._queues.values() if q.dispatcher is not None]

@@ -285,6 +285,10 @@ class RedisBuckets:
         tokens, factor, ceiling = await self._status(self.key_for(key), self._now(), rate, burst)
         return BucketStatus(tokens=float(tokens), rate_factor=float(factor), ceiling=float(ceiling))
 
+    async def forget(self, key: BucketKey) -> bool:
+        # Nothing of a bucket lives in this process: its key expires in Redis by itself.
+        return True
+
     async def ping(self) -> None:
         """Raise one of OUTAGE_ERRORS unless the server answers (for start-up and readiness)."""
         await self._client.ping()

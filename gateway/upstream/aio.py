@@ -79,6 +79,17 @@ CredentialsFor = Callable[[BucketKey], tuple[str, str, str | None] | None]
 SessionFor = Callable[[str], AioSession | None]
 
 
+@dataclass(eq=False)
+class _Client:
+    """One (account, region)'s client: made once (single flight), closed when released."""
+
+    ready: asyncio.Future[Any]
+    #: create_client's context manager, whose exit closes the client and its connections.
+    context: Any = None
+    #: Calls using it now: a client is never closed under a call.
+    calls: int = 0
+
+
 def emulator_credentials(key: BucketKey) -> tuple[str, str, str | None]:
     """Credentials the emulator reads as `key.account_id` (its 12-digit access key convention)."""
     return (key.account_id, "emulator-secret", None)
@@ -87,7 +98,10 @@ def emulator_credentials(key: BucketKey) -> tuple[str, str, str | None]:
 class AioUpstream:
     """Transfer Family through aiobotocore. Clients are made once per (account, region) and
     reused: making one costs ~100 ms. botocore's own retries are off (total_max_attempts=1)
-    because the gateway retries deliberately, paying each attempt from the account's budget."""
+    because the gateway retries deliberately, paying each attempt from the account's budget.
+
+    A client also costs about 1 MB and its pooled sockets, so an idle one is closed on
+    `release` (gateway.core.pairs decides when) and made again by the next call."""
 
     def __init__(
         self,
@@ -100,8 +114,7 @@ class AioUpstream:
         self._credentials_for = credentials_for
         self._session_for = session_for
         self._session = session or get_session()
-        self._clients: dict[BucketKey, asyncio.Future[Any]] = {}
-        self._exit = contextlib.AsyncExitStack()
+        self._clients: dict[BucketKey, _Client] = {}
         self._config = AioConfig(
             max_pool_connections=settings.max_pool_connections,
             connect_timeout=settings.connect_timeout,
@@ -109,11 +122,18 @@ class AioUpstream:
             retries={"total_max_attempts": 1, "mode": "standard"},
         )
 
-    async def _client(self, key: BucketKey) -> Any:
-        fut = self._clients.get(key)
-        if fut is None:
+    def _entry(self, key: BucketKey) -> tuple[_Client, bool]:
+        """The client entry of `key` and whether this call must make the client."""
+        entry = self._clients.get(key)
+        if entry is not None:
+            return entry, False
+        entry = self._clients[key] = _Client(asyncio.get_running_loop().create_future())
+        return entry, True
+
+    async def _client(self, entry: _Client, key: BucketKey, make: bool) -> Any:
+        fut = entry.ready
+        if make:
             # Single flight for client creation: concurrent first calls share one client.
-            fut = self._clients[key] = asyncio.get_running_loop().create_future()
             try:
                 session = self._session_for(key.account_id) if self._session_for else None
                 # An account's own session carries its (refreshable) role credentials.
@@ -125,40 +145,32 @@ class AioUpstream:
                         "aws_secret_access_key": creds[1],
                         "aws_session_token": creds[2],
                     }
-                client = await self._exit.enter_async_context(
-                    (session or self._session).create_client(
-                        "transfer",
-                        region_name=key.region,
-                        endpoint_url=self._settings.endpoint_url,
-                        config=self._config,
-                        **kwargs,
-                    )
+                context = (session or self._session).create_client(
+                    "transfer",
+                    region_name=key.region,
+                    endpoint_url=self._settings.endpoint_url,
+                    config=self._config,
+                    **kwargs,
                 )
+                client = await context.__aenter__()
+                entry.context = context
                 fut.set_result(client)
             except BaseException as exc:
-                del self._clients[key]
+                if self._clients.get(key) is entry:
+                    del self._clients[key]
                 fut.set_exception(exc)
                 fut.exception()  # retrieved: only the waiters re-raise it
                 raise
         return await asyncio.shield(fut)
 
     async def _call(self, key: BucketKey, operation: str, **params: Any) -> dict[str, Any]:
-        client = await self._client(key)
+        entry, make = self._entry(key)
+        entry.calls += 1  # counted from the start: `release` must not close it under us
         try:
-            response: dict[str, Any] = await getattr(client, operation)(**params)
-        except ClientError as exc:
-            raise _from_client_error(exc) from exc
-        except (NoCredentialsError, PartialCredentialsError) as exc:
-            raise UpstreamError(
-                ErrorKind.UPSTREAM_ACCESS_DENIED, f"no usable AWS credentials: {exc}"
-            ) from exc
-        except ParamValidationError as exc:
-            raise UpstreamError(ErrorKind.INVALID_ARGUMENT, str(exc)) from exc
-        except (TimeoutError, BotoCoreError, aiohttp.ClientError, OSError) as exc:
-            raise UpstreamError(
-                ErrorKind.UPSTREAM_UNAVAILABLE, f"AWS could not be reached: {type(exc).__name__}"
-            ) from exc
-        return response
+            client = await self._client(entry, key, make)
+            return await _attempt(client, operation, params)
+        finally:
+            entry.calls -= 1
 
     async def call_raw(self, key: BucketKey, operation: str, **params: Any) -> dict[str, Any]:
         """Any Transfer operation (botocore's snake_case name), its parsed response as is: for
@@ -192,9 +204,52 @@ class AioUpstream:
             str(response.get("ResponseMetadata", {}).get("RequestId", "")),
         )
 
+    @property
+    def clients(self) -> int:
+        """Clients held now (made or being made)."""
+        return len(self._clients)
+
+    async def release(self, key: BucketKey) -> bool:
+        """Close `key`'s client unless a call is using it (then False: try again later)."""
+        entry = self._clients.get(key)
+        if entry is None:
+            return True
+        if entry.calls or not entry.ready.done():
+            return False
+        del self._clients[key]
+        await _close(entry)
+        return True
+
     async def close(self) -> None:
-        await self._exit.aclose()
+        entries = list(self._clients.values())
         self._clients.clear()
+        for entry in entries:
+            await _close(entry)
+
+
+async def _attempt(client: Any, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One botocore call, its failures as UpstreamError."""
+    try:
+        response: dict[str, Any] = await getattr(client, operation)(**params)
+    except ClientError as exc:
+        raise _from_client_error(exc) from exc
+    except (NoCredentialsError, PartialCredentialsError) as exc:
+        raise UpstreamError(
+            ErrorKind.UPSTREAM_ACCESS_DENIED, f"no usable AWS credentials: {exc}"
+        ) from exc
+    except ParamValidationError as exc:
+        raise UpstreamError(ErrorKind.INVALID_ARGUMENT, str(exc)) from exc
+    except (TimeoutError, BotoCoreError, aiohttp.ClientError, OSError) as exc:
+        raise UpstreamError(
+            ErrorKind.UPSTREAM_UNAVAILABLE, f"AWS could not be reached: {type(exc).__name__}"
+        ) from exc
+    return response
+
+
+async def _close(entry: _Client) -> None:
+    """Close a client that was made (a failed or unfinished creation holds nothing)."""
+    if entry.context is not None:
+        await entry.context.__aexit__(None, None, None)
 
 
 def _from_client_error(exc: ClientError) -> UpstreamError:

@@ -16,6 +16,7 @@ LAYERS: dict[str, int] = {
     "gateway.errors": 0,
     "gateway.clock": 0,
     "gateway.names": 0,
+    "gateway.regions": 0,
     "gateway.awsjson": 0,
     "gateway.config": 0,
     "gateway.config_file": 0,
