@@ -9,7 +9,7 @@ GOOGLEAPIS = $(shell $(BIN)/python -c 'import google.api.annotations_pb2 as m, p
 # buf (the protobuf linter) from npm, pinned by tools/buf/package-lock.json.
 BUF := tools/buf/node_modules/.bin/buf
 
-.PHONY: setup run test lint lint-proto typecheck proto proto-check floors bench clean
+.PHONY: setup run test lint lint-proto lint-container typecheck proto proto-check floors bench clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,15 @@ lint-proto: setup $(BUF)
 	$(BUF) lint $$tmp/image.binpb --config protos/buf.yaml \
 		--path transfer_gateway/v1/gateway.proto; \
 	rc=$$?; rm -rf $$tmp; exit $$rc
+
+# The container files, checked by their ecosystems' tools (no image can be built here):
+# hadolint (dev extras; any finding fails, info included) and `docker-compose config`
+# (Debian's docker-compose; .ci/run installs it when missing).
+lint-container: setup
+	$(BIN)/hadolint --failure-threshold info Dockerfile
+	@command -v docker-compose >/dev/null || { \
+		echo "lint-container: no docker-compose: apt-get install docker-compose"; exit 1; }
+	docker-compose -f compose.yaml config --quiet
 
 # The declared dependency floors, proven: a second venv with every runtime dependency at the
 # lowest version pyproject.toml allows (constraints-min.txt), then the smoke test (imports and a

@@ -222,6 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     for verb in ("stop", "start"):
         _add_change_parser(sub, verb)
+    health = sub.add_parser(
+        "healthcheck",
+        help="exit 0 when this machine's gateway answers /healthz (the container's HEALTHCHECK):"
+        " port and TLS from the same settings as serve (--config / TRANSFER_GATEWAY_*)",
+    )
+    health.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="TOML settings, as for serve (default: $TRANSFER_GATEWAY_CONFIG)",
+    )
     from gateway.tools import bench  # its flags live beside the load generator
 
     bench.add_parser(sub)
@@ -428,6 +439,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_serve(load_serve_settings(args, given, os.environ)))
         if args.command in ("stop", "start"):
             return asyncio.run(_stop(args))
+        if args.command == "healthcheck":
+            from gateway.config_file import CONFIG_ENV, load_settings
+            from gateway.tools.healthcheck import probe
+
+            try:
+                served = load_settings(args.config or os.environ.get(CONFIG_ENV), os.environ)
+                problem = probe(served)
+            except SettingsError as exc:  # Docker reserves exit code 2: unhealthy is 1
+                problem = str(exc)
+            if problem is not None:
+                print(f"transfer-gateway healthcheck: {problem}", file=sys.stderr)
+            return 0 if problem is None else 1
         if args.command == "bench":
             from gateway.tools import bench
 
