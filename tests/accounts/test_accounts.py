@@ -18,7 +18,8 @@ from gateway.emulator.server import Emulator
 from gateway.emulator.sts import Sts
 from gateway.upstream.aio import AioUpstream, ClientSettings
 from gateway.upstream.credentials import EMULATOR_BASE_CREDENTIALS, AccountSessions
-from tests.e2e.conftest import GatewayFactory, collect, error_info, states
+from tests.support.gateways import GatewayFactory
+from tests.support.grpc_helpers import collect, error_info, states
 
 ROLE_ACCOUNT = "111111111111"
 ROLE_ARN = f"arn:aws:iam::{ROLE_ACCOUNT}:role/transfer-gateway"

@@ -27,7 +27,8 @@ from gateway.errors import ErrorKind, GatewayError
 from gateway.faces.auth import Access, hash_token
 from gateway.observability import configure_logging
 from gateway.tools.client import TlsOptions, open_channel
-from tests.e2e.conftest import GatewayFactory, collect, error_info, states
+from tests.support.gateways import GatewayFactory
+from tests.support.grpc_helpers import collect, error_info, states
 
 A = "111111111111"
 B = "222222222222"

@@ -12,7 +12,7 @@ import grpc
 from gateway.config import AuthSettings, CallerSettings
 from gateway.faces.auth import hash_token
 from gateway.tools.client import stop_many
-from tests.e2e.conftest import GatewayFactory
+from tests.support.gateways import GatewayFactory
 
 TOKEN = "stop-cmd-token-0a9b"
 AUTH = AuthSettings(callers=(CallerSettings("ops", hash_token(TOKEN)),))

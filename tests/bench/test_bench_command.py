@@ -11,7 +11,7 @@ import pytest
 from gateway import cli
 from gateway.app import GatewayApp
 from gateway.tools.bench import LoadOptions, distribution, run_against_target, run_in_process
-from tests.e2e.conftest import make_settings
+from tests.support.gateways import make_settings
 
 #: ghz's top-level fields, which tools reading ghz's JSON rely on.
 GHZ_FIELDS = {

@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import pytest
 
-CLI = Path(sys.executable).parent / "transfer-gateway"
-
-#: (exit code, stdout, stderr) of one run.
-RunCli = Callable[..., Awaitable[tuple[int, str, str]]]
+from tests.support.commands import CLI, RunCli
 
 
 @pytest.fixture

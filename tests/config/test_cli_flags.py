@@ -7,7 +7,7 @@ import argparse
 import pytest
 
 from gateway import cli
-from tests.config.conftest import RunCli
+from tests.support.commands import RunCli
 
 
 def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.config import EmulatorSettings, SettingsError, loopback_problem
 from gateway.config_file import load_settings
-from tests.config.conftest import RunCli
+from tests.support.commands import RunCli
 
 
 def _resolving_to(*addresses: str) -> Any:

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from gateway.clock import ManualClock
 from gateway.config import CoreSettings
-from tests.support.core import CoreRig, build_core
+from tests.support.core import CoreFactory, CoreRig, build_core
 from tests.support.fake_upstream import FakeUpstream
 
 
@@ -75,9 +75,6 @@ async def clock() -> ManualClock:
 def fake(clock: ManualClock) -> FakeUpstream:
     """An empty FakeUpstream on the test's clock: add servers and scripts in the test."""
     return FakeUpstream(clock)
-
-
-CoreFactory = Callable[..., CoreRig]
 
 
 @pytest.fixture

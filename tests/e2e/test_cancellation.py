@@ -10,7 +10,9 @@ import grpc
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from gateway.app import GatewayApp
-from tests.e2e.conftest import GatewayFactory, collect, states
+from tests.support.gateways import GatewayFactory
+from tests.support.grpc_helpers import collect, states
+from tests.support.waiting import eventually
 
 
 def _gateway_tasks() -> list[asyncio.Task[object]]:
@@ -19,19 +21,15 @@ def _gateway_tasks() -> list[asyncio.Task[object]]:
     return [t for t in asyncio.all_tasks() if "RequestHandler.start" not in repr(t)]
 
 
-async def _settle(app: GatewayApp, baseline: int, *, within: float = 10.0) -> int:
-    """Wait (on the real loop) until the gateway's tasks are back to `baseline`; return the
-    count seen last. Cleanup after a cancel is asynchronous, so it is awaited, not assumed."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + within
-    count = len(_gateway_tasks())
-    while loop.time() < end:
-        count = len(_gateway_tasks())
-        assert app.core is not None
-        if count <= baseline and app.core.open_flights == 0 and app.limiter.waiting() == 0:
-            break
-        await asyncio.sleep(0.05)
-    return count
+def _settled(app: GatewayApp, baseline: int) -> bool:
+    """The gateway is back to `baseline` tasks with no flight and no budget waiter. Cleanup
+    after a cancel is asynchronous, so it is awaited (tests.support.waiting), not assumed."""
+    assert app.core is not None
+    return (
+        len(_gateway_tasks()) <= baseline
+        and app.core.open_flights == 0
+        and app.limiter.waiting() == 0
+    )
 
 
 class TestCancellation:
@@ -64,8 +62,11 @@ class TestCancellation:
             assert all(isinstance(u, pb.ServerStateUpdate) for u in firsts)
             assert app.core.open_flights == 100
             # Let the first stops reach their watcher, so cancels hit every stage.
-            while app.core.watchers.watched_servers < 10:  # noqa: ASYNC110 - no event to await
-                await asyncio.sleep(0.01)
+            await eventually(
+                lambda: app.core is not None and app.core.watchers.watched_servers >= 10,
+                step=0.01,
+                message="fewer than 10 servers reached their watcher",
+            )
             rng = random.Random(7)
             rng.shuffle(calls)
             for call in calls:
@@ -73,11 +74,13 @@ class TestCancellation:
                 if rng.random() < 0.3:
                     await asyncio.sleep(0)  # cancels land at different moments
 
-            left = await _settle(app, baseline)
+            await eventually(
+                lambda: _settled(app, baseline),
+                message=lambda: f"left over: {_gateway_tasks()}",
+            )
             assert app.core.open_flights == 0
             assert app.core.watchers.active == 0
             assert app.limiter.waiting() == 0
-            assert left <= baseline, _gateway_tasks()
 
             # The gateway is still whole: a new caller gets its answer to the end.
             updates, error = await collect(

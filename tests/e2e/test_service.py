@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from gateway.app import GatewayApp
-from tests.e2e.conftest import collect
+from tests.support.grpc_helpers import collect
 
 SERVICE = "transfer_gateway.v1.TransferGateway"
 MISSING = "s-0123456789abcdef0"

@@ -15,20 +15,22 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
-from tests.e2e.conftest import collect, error_info, states
+from tests.support.grpc_helpers import collect, error_info, states
 
 CLI = str(Path(sys.executable).with_name("transfer-gateway"))
 STREAMS = 200
 
 
 async def _read_until(stream: asyncio.StreamReader, pattern: str, seen: list[str]) -> re.Match[str]:
-    while True:
-        line = (await asyncio.wait_for(stream.readline(), timeout=60)).decode()
-        if not line:
-            raise AssertionError(f"serve ended before printing {pattern!r}: {seen[-20:]}")
-        seen.append(line)
-        if match := re.search(pattern, line):
-            return match
+    """The first line of `serve`'s output matching `pattern` (60 s at most)."""
+    async with asyncio.timeout(60):
+        while True:
+            line = (await stream.readline()).decode()
+            if not line:
+                raise AssertionError(f"serve ended before printing {pattern!r}: {seen[-20:]}")
+            seen.append(line)
+            if match := re.search(pattern, line):
+                return match
 
 
 @pytest.mark.slow
@@ -105,8 +107,11 @@ class TestSigterm:
 
 
 async def _until_stopping(call: grpc.aio.UnaryStreamCall[object, pb.ServerStateUpdate]) -> None:
-    while (await call.read()).state != pb.SERVER_STATE_STOPPING:
-        pass
+    while (update := await call.read()) is not grpc.aio.EOF:
+        assert isinstance(update, pb.ServerStateUpdate)
+        if update.state == pb.SERVER_STATE_STOPPING:
+            return
+    raise AssertionError("the stream ended before its server was STOPPING")
 
 
 async def _rest(

@@ -7,7 +7,8 @@ import grpc
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from gateway.app import GatewayApp
-from tests.e2e.conftest import GatewayFactory, collect, error_info, states
+from tests.support.gateways import GatewayFactory
+from tests.support.grpc_helpers import collect, error_info, states
 
 
 class TestWatchServer:

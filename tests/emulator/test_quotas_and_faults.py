@@ -53,9 +53,11 @@ class TestThrottling:
         emulator = await make_emulator(quota_rate=2.0, quota_burst=1)
         client = await make_client(emulator)
         await client.list_servers()
-        await aws_error(client.list_servers())
+        refused = await aws_error(client.list_servers())
+        assert refused["Error"]["Code"] == "ThrottlingException"
         await clock.advance(0.5)
-        await client.list_servers()
+        again = await client.list_servers()
+        assert again["ResponseMetadata"]["HTTPStatusCode"] == 200
 
     async def test_declared_or_not_every_operation_is_throttled(
         self, make_emulator: EmulatorFactory, make_client: ClientFactory

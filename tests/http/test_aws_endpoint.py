@@ -16,8 +16,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from gateway.app import GatewayApp
-from tests.e2e.conftest import GatewayFactory
-from tests.http.conftest import base_url
+from tests.support.gateways import GatewayFactory
+from tests.support.http_helpers import base_url
 
 ACCOUNT = "000000000000"
 OTHER = "123456789012"

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from gateway.app import GatewayApp
 from gateway.faces.http import NDJSON, SSE
-from tests.http.conftest import base_url
+from tests.support.http_helpers import base_url
 
 #: The streaming routes: every answer they give must be one the document declares.
 FUZZED = ("/v1/servers/{serverId}:stop", "/v1/servers/{serverId}:watch")

@@ -8,8 +8,9 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import GatewayApp
-from tests.e2e.conftest import GatewayFactory, make_settings
-from tests.http.conftest import base_url, ndjson_lines, next_line, reason_of, wait_until
+from tests.support.gateways import GatewayFactory, make_settings
+from tests.support.http_helpers import base_url, ndjson_lines, next_line, reason_of
+from tests.support.waiting import eventually
 
 Sample = tuple[str, tuple[tuple[str, str], ...]]
 
@@ -165,7 +166,7 @@ class TestMetrics:
         assert during[("transfer_gateway_watched_servers", ())] == 1
         assert app.core is not None
         core = app.core
-        await wait_until(lambda: core.open_flights == 0)
+        await eventually(lambda: core.open_flights == 0)
         after = await _scrape(client, app)
         assert after[streams] == 0
         assert after[watchers] == 0

@@ -9,8 +9,9 @@ import grpc
 
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
-from tests.e2e.conftest import GatewayFactory, states
-from tests.http.conftest import base_url, ndjson_lines, next_line
+from tests.support.gateways import GatewayFactory
+from tests.support.grpc_helpers import states
+from tests.support.http_helpers import base_url, ndjson_lines, next_line
 
 
 class TestGrpcAndHttpShareTheCore:

@@ -10,16 +10,16 @@ import aiohttp
 import pytest
 
 from gateway.app import GatewayApp
-from tests.e2e.conftest import GatewayFactory
-from tests.http.conftest import (
+from tests.support.gateways import GatewayFactory
+from tests.support.http_helpers import (
     base_url,
     detail_of,
     ndjson_lines,
     next_line,
     reason_of,
     sse_events,
-    wait_until,
 )
+from tests.support.waiting import eventually
 
 UNKNOWN = "s-0000000000000000a"
 OTHER = "123456789012"
@@ -398,4 +398,4 @@ class TestRouting:
         assert app.core.open_flights == 1
         response.close()
         core = app.core
-        await wait_until(lambda: core.open_flights == 0 and core.watchers.active == 0)
+        await eventually(lambda: core.open_flights == 0 and core.watchers.active == 0)

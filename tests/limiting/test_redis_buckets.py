@@ -27,7 +27,7 @@ from gateway.limiting.local import (
 )
 from gateway.limiting.queue import QueuedLimiter
 from gateway.limiting.redis import RedisBuckets
-from tests.conftest import REDIS_URL
+from tests.support.redis_server import REDIS_URL
 
 pytestmark = pytest.mark.redis
 

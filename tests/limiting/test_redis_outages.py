@@ -19,8 +19,8 @@ from gateway.limiting.fallback import FallbackBuckets, FallbackMode
 from gateway.limiting.local import LocalBuckets
 from gateway.limiting.queue import QueuedLimiter
 from gateway.limiting.redis import OUTAGE_ERRORS, RedisBuckets
-from tests.limiting.redis_server import RedisServer
 from tests.support.fake_upstream import FakeUpstream
+from tests.support.redis_server import RedisServer
 
 KEY = BucketKey("123456789012", "us-east-1")
 

@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from gateway.config import Settings
-from tests.e2e.conftest import make_settings
-from tests.reliability.conftest import GatewayThread
+from tests.support.gateways import GatewayThread, make_settings
 
 ACCOUNTS = ("000000000000", "123456789012")
 #: What a request may legitimately end with besides OK; UNKNOWN and INTERNAL never.

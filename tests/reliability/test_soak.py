@@ -13,8 +13,10 @@ from google.rpc import error_details_pb2
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from gateway.app import GatewayApp
-from tests.e2e.conftest import GatewayFactory, collect, detail, rich_status
-from tests.reliability.conftest import live_tasks, open_sockets, settle
+from tests.support.gateways import GatewayFactory
+from tests.support.grpc_helpers import collect, detail, rich_status
+from tests.support.leaks import live_tasks, open_sockets
+from tests.support.waiting import eventually
 
 #: Errors a stream may end with under upstream faults, each a row of the error table.
 MAPPED_UNDER_FAULTS = {
@@ -49,7 +51,7 @@ async def _warm_up(
     await asyncio.gather(
         *(collect(stub.StopServer(pb.StopServerRequest(server_id=s))) for s in ids)
     )
-    assert await settle(lambda: _idle(app))
+    await eventually(lambda: _idle(app), within=60, message="the warm-up left flights or watchers")
 
 
 class TestFaultSoak:
@@ -82,9 +84,13 @@ class TestFaultSoak:
                         return [], "hung"
 
             outcomes = await asyncio.gather(*(one(s) for s in ids))
-            assert await settle(lambda: _idle(app)), "the core still holds flights or watchers"
-            assert await settle(lambda: live_tasks() <= tasks_before), (
-                f"{live_tasks() - tasks_before} tasks left over"
+            await eventually(
+                lambda: _idle(app), within=60, message="the core still holds flights or watchers"
+            )
+            await eventually(
+                lambda: live_tasks() <= tasks_before,
+                within=60,
+                message=lambda: f"{live_tasks() - tasks_before} tasks left over",
             )
             sockets_after = open_sockets()
 
@@ -207,11 +213,15 @@ class TestCancellationStorm:
             outcomes = await asyncio.gather(
                 *(asked_twice(s) for s in twice), *(asked_once(s) for s in once)
             )
-            assert await settle(lambda: _idle(app) and app.limiter.waiting() == 0), (
-                "a flight, watcher or budget waiter outlived its callers"
+            await eventually(
+                lambda: _idle(app) and app.limiter.waiting() == 0,
+                within=60,
+                message="a flight, watcher or budget waiter outlived its callers",
             )
-            assert await settle(lambda: live_tasks() <= tasks_before), (
-                f"{live_tasks() - tasks_before} tasks left over"
+            await eventually(
+                lambda: live_tasks() <= tasks_before,
+                within=60,
+                message=lambda: f"{live_tasks() - tasks_before} tasks left over",
             )
 
         codes = Counter(code for pair in outcomes for code in pair)

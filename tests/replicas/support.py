@@ -1,10 +1,6 @@
-"""Helpers for replica tests: gateways over one emulator, gRPC calls, waiting on real time."""
+"""Helpers for replica tests: a StopServer through one replica, and its health."""
 
 from __future__ import annotations
-
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -12,7 +8,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from gateway.app import GatewayApp
-from tests.e2e.conftest import collect
+from tests.support.grpc_helpers import collect
 
 
 async def stop_via(
@@ -33,11 +29,3 @@ async def health_of(app: GatewayApp) -> int:
             timeout=5,
         )
         return int(reply.status)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
-    """Wait (real time: Redis and the gateway's probe run on it) until `check` holds."""
-    deadline = time.monotonic() + within
-    while not await check():
-        assert time.monotonic() < deadline, f"not true within {within} s"
-        await asyncio.sleep(0.05)

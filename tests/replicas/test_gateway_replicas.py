@@ -15,9 +15,11 @@ from gateway.app import GatewayApp
 from gateway.core.coordination import RedisLeases
 from gateway.domain import BucketKey, Target
 from gateway.emulator.server import Emulator
-from tests.conftest import REDIS_URL
-from tests.e2e.conftest import FAST_EMULATOR, error_info, make_settings, states
-from tests.replicas.support import eventually, stop_via
+from tests.replicas.support import stop_via
+from tests.support.gateways import FAST_EMULATOR, make_settings
+from tests.support.grpc_helpers import error_info, states
+from tests.support.redis_server import REDIS_URL
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.redis
 

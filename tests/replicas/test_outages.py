@@ -12,9 +12,11 @@ import redis.asyncio
 from grpc_health.v1 import health_pb2
 
 from gateway.app import GatewayApp
-from tests.e2e.conftest import error_info, make_settings, states
-from tests.limiting.redis_server import RedisServer
-from tests.replicas.support import eventually, health_of, stop_via
+from tests.replicas.support import health_of, stop_via
+from tests.support.gateways import make_settings
+from tests.support.grpc_helpers import error_info, states
+from tests.support.redis_server import RedisServer
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.redis
 

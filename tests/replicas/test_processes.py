@@ -25,8 +25,9 @@ import pytest
 
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
-from tests.e2e.conftest import collect, states
-from tests.limiting.redis_server import RedisServer, free_port, private_redis
+from tests.support.grpc_helpers import collect, states
+from tests.support.redis_server import RedisServer, free_port, private_redis
+from tests.support.waiting import eventually, eventually_blocking
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -42,6 +43,8 @@ WINDOW = 10.0
 #: full window apart can arrive a little less than that apart. Windows are shortened by this
 #: much (the bound RATE x WINDOW + BURST stays as it is).
 ARRIVAL_JITTER = 0.25
+#: Set-up calls to the emulator retry a throttled call this often (0.2 s apart) at most.
+THROTTLED_RETRIES = 100
 CLI = str(Path(sys.executable).parent / "transfer-gateway")
 
 
@@ -59,13 +62,23 @@ def _start(argv: list[str], log: Path, ready: str) -> subprocess.Popen[bytes]:
     imports slowly) for the line `ready`."""
     with log.open("wb") as out:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-    deadline = time.monotonic() + 30.0
-    while ready not in log.read_text(errors="replace"):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            process.wait()
-            pytest.fail(f"{argv[1]} did not start: {log.read_text(errors='replace')[-2000:]}")
-        time.sleep(0.05)
+
+    def output() -> str:
+        return log.read_text(errors="replace")
+
+    def started() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"{argv[1]} exited: {output()[-2000:]}")
+        return ready in output()
+
+    try:
+        eventually_blocking(
+            started, within=30.0, message=lambda: f"{argv[1]} did not start: {output()[-2000:]}"
+        )
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
     return process
 
 
@@ -135,27 +148,33 @@ async def _aws(
         "Authorization": f"AWS4-HMAC-SHA256 Credential={account}/20250101/us-east-1/transfer/"
         "aws4_request, SignedHeaders=host, Signature=0",
     }
-    while True:
+    for _ in range(THROTTLED_RETRIES):
         async with http.post(url + "/", data=json.dumps(body), headers=headers) as response:
             answer: dict[str, Any] = await response.json(content_type=None)
         if answer.get("__type") != "ThrottlingException":
             assert response.status == 200, answer
             return answer
         await asyncio.sleep(0.2)
+    raise AssertionError(f"{operation} still throttled after {THROTTLED_RETRIES} tries")
 
 
 async def _create(url: str, account: str, n: int) -> list[str]:
     """`n` new servers of `account`, once all of them are ONLINE (they are created STARTING)."""
     async with aiohttp.ClientSession() as http:
         ids = [(await _aws(http, url, account, "CreateServer", {}))["ServerId"] for _ in range(n)]
-        deadline = time.monotonic() + 10 * TRANSITION_SECONDS
-        while True:
+
+        async def all_online() -> bool:
             listed = await _aws(http, url, account, "ListServers", {"MaxResults": 1000})
             online = {s["ServerId"] for s in listed["Servers"] if s["State"] == "ONLINE"}
-            if online >= set(ids):
-                return ids
-            assert time.monotonic() < deadline, "servers did not come ONLINE"
-            await asyncio.sleep(TRANSITION_SECONDS / 4)
+            return online >= set(ids)
+
+        await eventually(
+            all_online,
+            within=10 * TRANSITION_SECONDS,
+            step=TRANSITION_SECONDS / 4,
+            message="servers did not come ONLINE",
+        )
+        return ids
 
 
 async def _calls(url: str) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from redis.crc import key_slot
 from gateway.core.coordination import UNSHARED, ExcludedLeaseHeld, LocalLeases, RedisLeases
 from gateway.domain import Target
 from gateway.limiting.redis import RedisBuckets, fail_fast_client
-from tests.limiting.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 

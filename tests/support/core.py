@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,6 +150,10 @@ class CoreRig:
         await closing
         await self.limiter.close()
         await self.fake.close()
+
+
+#: The `core_factory` fixture (tests/core/conftest.py): `core_factory(settings=None, seed=0, **kw)`.
+CoreFactory = Callable[..., CoreRig]
 
 
 def build_core(

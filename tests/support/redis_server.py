@@ -1,16 +1,22 @@
-"""A private redis-server on a spare loopback port, for tests that stop and restart Redis."""
+"""Redis for tests: the shared server's URL, and a private redis-server on a spare loopback port
+for tests that stop and restart Redis."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.waiting import eventually_blocking
+
+#: The shared Redis of the suite (tests/conftest.py's `redis_client`).
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def free_port() -> int:
@@ -54,19 +60,28 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10.0
-        while True:
-            if self._process.poll() is not None:
+        process = self._process
+
+        def accepting() -> bool:
+            if process.poll() is not None:
                 self._process = None
                 pytest.fail(f"redis-server did not start: {self._log_tail()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.1):
-                    return
+                    return True
             except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    pytest.fail(f"redis-server is not listening after 10 s: {self._log_tail()}")
-                time.sleep(0.005)
+                return False
+
+        try:
+            eventually_blocking(
+                accepting,
+                within=10.0,
+                step=0.005,
+                message=lambda: f"redis-server is not listening: {self._log_tail()}",
+            )
+        except AssertionError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         """Stop the server (SIGTERM) and wait for it to exit: the port refuses connections."""
