@@ -13,7 +13,8 @@ from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from gateway.config import AuthSettings, CallerSettings
 from gateway.faces.auth import hash_token
-from tests.e2e.conftest import GatewayFactory, collect, error_info
+from tests.support.gateways import GatewayFactory
+from tests.support.grpc_helpers import collect, error_info
 
 A = "111111111111"
 B = "222222222222"

@@ -18,7 +18,7 @@ import pytest
 
 from gateway import cli
 from gateway.app import GatewayApp
-from tests.e2e.conftest import GatewayFactory
+from tests.support.gateways import GatewayFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).with_name("transfer-gateway"))

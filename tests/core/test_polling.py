@@ -18,8 +18,16 @@ from gateway.errors import ErrorKind
 from gateway.limiting.base import Penalty
 from gateway.limiting.fallback import FallbackBuckets
 from gateway.limiting.local import LocalBuckets
-from tests.core.conftest import CoreFactory
-from tests.support.core import ACCOUNT, REGION, CoreRig, Stream, core_settings, read, settle
+from tests.support.core import (
+    ACCOUNT,
+    REGION,
+    CoreFactory,
+    CoreRig,
+    Stream,
+    core_settings,
+    read,
+    settle,
+)
 from tests.support.fake_upstream import FakeUpstream, targets
 
 #: Polls from 0.1 s, doubling up to 10 s, unless a test says otherwise.

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.app import GatewayApp
-from tests.e2e.conftest import GatewayFactory
+from tests.support.gateways import GatewayFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

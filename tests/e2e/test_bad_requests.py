@@ -10,7 +10,7 @@ from grpc_health.v1 import health_pb2
 
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway.app import GatewayApp
-from tests.e2e.conftest import collect, detail, error_info, rich_status, states
+from tests.support.grpc_helpers import collect, detail, error_info, rich_status, states
 
 #: Truncated lengths, a bad wire type, an end-group with no start, a bare tag, bad UTF-8.
 MALFORMED = [b"\xff", b"\x0a\xff", b"\x0a\x05ab", b"\x0f", b"\x0b", b"\x08", b"\x0a\x02\xff\xfe"]

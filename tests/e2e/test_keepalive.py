@@ -13,7 +13,7 @@ from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from gateway.app import GatewayApp
 from gateway.config import GrpcKeepaliveSettings
 from gateway.faces.grpc import server_options
-from tests.e2e.conftest import GatewayFactory
+from tests.support.gateways import GatewayFactory
 
 #: The common client setting the issue was found with: a ping every 10 s, even with no call.
 CLIENT_KEEPALIVE_MS = 10_000

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 
 from gateway.app import GatewayApp
-from tests.http.conftest import base_url, detail_of, reason_of
+from tests.support.http_helpers import base_url, detail_of, reason_of
 
 #: `{"accountId": [[[[...]]]]}` 5,000 deep: about 10 KB, under the HTTP face's 16 KB cap.
 DEEP = b'{"accountId": ' + b"[" * 5000 + b"]" * 5000 + b"}"

@@ -24,7 +24,6 @@ from botocore.exceptions import ClientError
 from gateway.app import GatewayApp
 from gateway.config_file import load_settings
 from gateway.observability import configure_logging
-from tests.e2e.conftest import GatewayFactory
 from tests.sigv4.support import (
     AUTH,
     BILLING_TOKEN,
@@ -35,6 +34,7 @@ from tests.sigv4.support import (
     sign,
     utc_now,
 )
+from tests.support.gateways import GatewayFactory
 
 AWS_CLI = Path(sys.executable).parent / "aws"
 ROOT = Path(__file__).resolve().parents[2]

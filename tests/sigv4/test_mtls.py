@@ -17,8 +17,8 @@ from botocore.exceptions import ClientError
 
 from gateway.app import GatewayApp
 from gateway.config import CallerSettings, TlsSettings
-from tests.e2e.conftest import GatewayFactory
 from tests.sigv4.support import AUTH, BILLING_KEY, BILLING_SECRET, OPS_KEY, OPS_SECRET, A, B
+from tests.support.gateways import GatewayFactory
 
 #: A caller with no keys, known only by its certificate, allowed account A.
 CERT_ONLY = CallerSettings("certonly", None, (A,))
