@@ -13,7 +13,7 @@ import trustme
 
 from gateway.config import AuthSettings, CallerSettings, TlsSettings
 from gateway.faces.auth import hash_token
-from tests.e2e.conftest import GatewayFactory
+from tests.support.gateways import GatewayFactory
 
 CLI = str(Path(sys.executable).with_name("transfer-gateway"))
 #: With TLS on, the gateway wants callers (TLS alone is no reason to open it, but the tests'

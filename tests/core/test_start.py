@@ -5,8 +5,7 @@ from __future__ import annotations
 from gateway.core.operation import START, STOP
 from gateway.domain import ServerState, Stage, Target
 from gateway.errors import ErrorKind
-from tests.core.conftest import CoreFactory
-from tests.support.core import TARGET, CoreRig, core_settings, read
+from tests.support.core import TARGET, CoreFactory, CoreRig, core_settings, read
 from tests.support.fake_upstream import FakeUpstream, invalid_request
 
 

@@ -21,7 +21,8 @@ from gateway.config import PairSettings
 from gateway.domain import BucketKey
 from gateway.limiting import Priority
 from gateway.observability import MAX_BUCKET_SERIES
-from tests.e2e.conftest import collect, detail, error_info, make_settings, rich_status
+from tests.support.gateways import make_settings
+from tests.support.grpc_helpers import collect, detail, error_info, rich_status
 
 UNKNOWN = "s-0000000000000000a"
 Start = Callable[..., Awaitable[GatewayApp]]

@@ -18,8 +18,9 @@ from google.rpc import error_details_pb2
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from gateway.app import GatewayApp
-from tests.e2e.conftest import GatewayFactory, collect, detail, error_info, rich_status, states
 from tests.e2e.test_stop_server import BAD_INPUTS
+from tests.support.gateways import GatewayFactory
+from tests.support.grpc_helpers import collect, detail, error_info, rich_status, states
 
 ACCOUNT = "000000000000"
 

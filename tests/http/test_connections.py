@@ -20,7 +20,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.e2e.conftest import GatewayFactory
+from tests.support.gateways import GatewayFactory
 
 CLI = Path(sys.executable).parent / "transfer-gateway"
 #: Far longer than any deadline under test: a connection still open by then was not closed.

@@ -17,7 +17,7 @@ from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from gateway.config import EmulatorSettings
 from gateway.emulator.server import Emulator
-from tests.e2e.conftest import collect, error_info
+from tests.support.grpc_helpers import collect, error_info
 
 CLI = str(Path(sys.executable).with_name("transfer-gateway"))
 PAIRS = 200
