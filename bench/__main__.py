@@ -7,7 +7,18 @@ import sys
 import time
 
 #: In the order of docs/benchmarks.md; each module has main(argv) -> exit code.
-BENCHMARKS = ("overhead", "budget_bound", "vs_boto3", "scale", "fairness", "latency")
+BENCHMARKS = (
+    "overhead",
+    "budget_bound",
+    "vs_boto3",
+    "scale",
+    "fairness",
+    "latency",
+    "quota_equal",
+    "quota_half",
+    "long_transitions",
+    "large_account",
+)
 
 
 def main(argv: list[str]) -> int:

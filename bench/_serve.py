@@ -1,5 +1,8 @@
 """A benchmark's server in a child process: gateway, emulator alone, or a bare grpc.aio stream.
 
+A gateway child is given its emulator's URL (`endpoint_url`) by bench._support.child, which
+runs the emulator in a child of its own; without one it embeds an emulator.
+
 Run by bench._support.child: `python -m bench._serve MODE JSON` (with BENCH_PROFILE=path set,
 the child writes cProfile stats there when it stops). It makes the servers asked for
 directly (before listening, so no quota is spent and nothing is counted), prints one JSON line
@@ -62,9 +65,18 @@ async def main(mode: str, spec: dict[str, Any]) -> None:
         configure_logging(settings.log_level, "json")
         app = GatewayApp(settings)
         await app.start()
-        assert app.emulator is not None
-        made = {a: app.emulator.create_servers(n, account=a) for a, n in servers_wanted.items()}
-        _announce({"grpc": app.grpc_port, "emulator": app.emulator.url, "servers": made})
+        made: dict[str, list[str]] = {}
+        if app.emulator is not None:  # embedded (no endpoint_url given)
+            made = {a: app.emulator.create_servers(n, account=a) for a, n in servers_wanted.items()}
+        emulator_url = app.emulator.url if app.emulator is not None else settings.endpoint_url
+        _announce(
+            {
+                "grpc": app.grpc_port,
+                "http": app.http_port,
+                "emulator": emulator_url,
+                "servers": made,
+            }
+        )
         await _until_sigterm()
         await app.stop(grace=1.0)
     elif mode == "emulator":

@@ -1,4 +1,8 @@
-"""Shared by the benchmarks: servers in child processes (gateway, emulator, bare gRPC), RSS."""
+"""Shared by the benchmarks: servers in child processes (gateway, emulator, bare gRPC), RSS.
+
+A "gateway" child runs with the emulator in a process of its own (as AWS is outside the gateway
+in production): `child("gateway", ...)` starts the emulator child first, with the servers asked
+for, and points the gateway's upstream endpoint at it."""
 
 from __future__ import annotations
 
@@ -58,6 +62,7 @@ def settings_from_spec(spec: dict[str, Any]) -> Settings:
             budget=BudgetSettings(**spec["budget"]), watch=WatchSettings(**spec["watch"])
         ),
         "emulator": EmulatorSettings(**spec["emulator"]),
+        "endpoint_url": spec.get("endpoint_url"),
     }
     if "http_port" in {f.name for f in dataclasses.fields(Settings)}:
         top["http_port"] = 0  # the HTTP face, where this checkout has one: port 0 as well
@@ -78,6 +83,11 @@ class Child:
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.info['grpc']}"
+
+    @property
+    def metrics_url(self) -> str:
+        """The gateway's /metrics (its HTTP face)."""
+        return f"http://127.0.0.1:{self.info['http']}/metrics"
 
     @property
     def emulator_url(self) -> str:
@@ -101,7 +111,27 @@ def rss_kib(pid: int) -> int:
 
 @contextlib.asynccontextmanager
 async def child(mode: str, **spec: Any) -> AsyncIterator[Child]:
-    """Run `python -m bench._serve` as `mode` (gateway, emulator or bare) and stop it after."""
+    """Run `python -m bench._serve` as `mode` (gateway, emulator or bare) and stop it after.
+    A gateway gets an emulator child of its own (spec["settings"]["emulator"], with the
+    servers of spec["servers"]): the Child is the gateway's (pid, RSS, target), with the
+    emulator's URL and server ids."""
+    if mode != "gateway":
+        async with _process(mode, **spec) as one:
+            yield one
+        return
+    settings = dict(spec["settings"])
+    async with _process(
+        "emulator", settings=settings["emulator"], servers=spec.get("servers", {})
+    ) as emulator:
+        settings["endpoint_url"] = emulator.emulator_url
+        async with _process("gateway", settings=settings) as gateway:
+            gateway.info.update(emulator=emulator.emulator_url, servers=emulator.servers)
+            gateway.info["emulator_pid"] = emulator.pid
+            yield gateway
+
+
+@contextlib.asynccontextmanager
+async def _process(mode: str, **spec: Any) -> AsyncIterator[Child]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -143,6 +173,30 @@ class PresetFleet(RemoteFleet):
             raise RuntimeError(f"only {len(ids)} preset servers left in {account}, {n} wanted")
         taken, self._preset[account] = ids[:n], ids[n:]
         return taken
+
+
+async def http_get(url: str) -> str:
+    """The body of a GET (the emulator's call log, a gateway's /metrics)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        response.raise_for_status()
+        return await response.text()
+
+
+async def emulator_calls(emulator_url: str) -> list[dict[str, Any]]:
+    """The emulator's call log since its counters were last reset (oldest first)."""
+    body = json.loads(await http_get(emulator_url.rstrip("/") + "/_emulator/calls"))
+    return list(body["calls"])
+
+
+def metric(text: str, name: str) -> list[float]:
+    """The values of one metric in a Prometheus text exposition."""
+    return [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    ]
 
 
 def ratio_line(name: str, value: float, target: str, met: bool) -> str:

@@ -1,11 +1,12 @@
-"""Benchmark 6, latency: time to first update at concurrency 1 with budget available.
+"""Benchmark 6, latency: time to terminal at concurrency 1, instant transitions, budget to spare.
 
 Run: .venv/bin/python -m bench latency [--stops 200]
 
-A gateway with its default budget (8 calls/s, burst 10) over an emulator with AWS-like quotas
-and instant transitions; stops one at a time, after a warm-up of 10. Reports the time to first
-update (the STOP_REQUESTED update, sent once AWS accepted the stop) p50 and p99, and the time to
-the terminal update beside it (which the watcher's poll interval dominates).
+A gateway with budget to spare (and an emulator, in its own process, with no quota to meet)
+and instant transitions; stops one at a time (closed loop, concurrency 1) after a warm-up of
+10. Prints the time to terminal p50 (target <= 50 ms: the first poll comes poll_initial, 10 ms,
+after AWS accepted the stop) and reports the time to first update (STOP_REQUESTED) beside it.
+With a budget of a few calls a second the figure would be the budget's wait, not the gateway's.
 """
 
 from __future__ import annotations
@@ -13,12 +14,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bench._support import ACCOUNT, PresetFleet, child, gateway_settings, ms, print_json
+from bench._support import (
+    ACCOUNT,
+    UNLIMITED_BUDGET,
+    UNLIMITED_QUOTA,
+    PresetFleet,
+    child,
+    gateway_settings,
+    ms,
+    print_json,
+    ratio_line,
+)
 from gateway.tools.bench import LoadOptions, run_load
 
 
 async def run(stops: int) -> int:
-    settings = gateway_settings(emulator={"transition_seconds": 0.0})
+    settings = gateway_settings(
+        budget=UNLIMITED_BUDGET, emulator={"transition_seconds": 0.0, **UNLIMITED_QUOTA}
+    )
     async with child("gateway", settings=settings, servers={ACCOUNT: stops + 10}) as gw:
         options = LoadOptions(concurrency=1, total=stops, warmup=10, timeout=60)
         async with PresetFleet(gw.emulator_url, gw.servers) as fleet:
@@ -31,6 +44,8 @@ async def run(stops: int) -> int:
     )
     print(f"time to first update: p50 {ms(first['p50'])}, p99 {ms(first['p99'])}")
     print(f"time to terminal:     p50 {ms(terminal['p50'])}, p99 {ms(terminal['p99'])}")
+    p50 = terminal["p50"] / 1e6
+    print(ratio_line("time to terminal p50 (ms)", p50, "<= 50", p50 <= 50.0))
     print_json("latency", {"ttfu": first, "terminal": terminal, "upstream": report["upstream"]})
     return 0
 

@@ -2,12 +2,12 @@
 
 Run: .venv/bin/python -m bench overhead [--stops 3000] [--concurrency 64]
 
-Unlimited budget, instant transitions, distinct servers, concurrency 64. The plain script calls
-StopServer then DescribeServer until OFFLINE on each server; the gateway is loaded by the bench
-load generator. Each side's server runs in a child process (the emulator alone, or the gateway
-with its embedded emulator) and each side's client in this one, so both get the same two cores.
-The gateway runs twice: with its default watch settings, and with polls tuned for instant
-transitions (poll_initial 10 ms, poll_max 50 ms). Target: gateway/plain >= 0.7.
+Budget to spare, instant transitions, distinct servers, concurrency 64. The plain script calls
+StopServer then DescribeServer until OFFLINE on each server; the gateway (default watch
+settings) is loaded by the bench load generator. The emulator runs in a child process of its
+own on both sides, the gateway in another; each side's client runs in this one. Prints one
+ratio: gateway stops/s over plain stops/s. Target >= 0.7 (aim: 1.0, one poll serving many
+stops).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -34,7 +35,6 @@ from gateway.config import WatchSettings
 from gateway.tools.bench import LoadOptions, run_load, upstream_summary
 
 EMULATOR = {"transition_seconds": 0.0, **UNLIMITED_QUOTA}
-TUNED_WATCH = WatchSettings(poll_initial=0.01, poll_factor=1.5, poll_max=0.05)
 
 
 async def plain_script(stops: int, concurrency: int) -> dict[str, float]:
@@ -76,7 +76,7 @@ async def plain_script(stops: int, concurrency: int) -> dict[str, float]:
     }
 
 
-async def gateway_run(stops: int, concurrency: int, watch: WatchSettings) -> dict[str, float]:
+async def gateway_run(stops: int, concurrency: int, watch: WatchSettings) -> dict[str, Any]:
     settings = gateway_settings(
         budget=UNLIMITED_BUDGET, watch=watch, emulator=EMULATOR, max_pool_connections=concurrency
     )
@@ -89,6 +89,7 @@ async def gateway_run(stops: int, concurrency: int, watch: WatchSettings) -> dic
         "stops_per_s": report["rps"],
         "seconds": report["total"] / 1e9,
         "upstream_calls": report["upstream"]["totalCalls"],
+        "calls": report["upstream"]["calls"],
         "p50_ms": report["latencyDistribution"][2]["latency"] / 1e6,
     }
 
@@ -100,32 +101,15 @@ async def run(stops: int, concurrency: int) -> int:
         f" ({plain['upstream_calls']} upstream calls)",
         flush=True,
     )
-    default = await gateway_run(stops, concurrency, WatchSettings())
+    gateway = await gateway_run(stops, concurrency, WatchSettings())
     print(
-        f"gateway, default watch: {default['stops_per_s']:.1f} stops/s,"
-        f" p50 {default['p50_ms']:.0f} ms ({default['upstream_calls']} upstream calls)",
+        f"gateway: {gateway['stops_per_s']:.1f} stops/s, p50 {gateway['p50_ms']:.0f} ms"
+        f" ({gateway['upstream_calls']} upstream calls {gateway['calls']})",
         flush=True,
     )
-    tuned = await gateway_run(stops, concurrency, TUNED_WATCH)
-    print(
-        f"gateway, tuned watch: {tuned['stops_per_s']:.1f} stops/s,"
-        f" p50 {tuned['p50_ms']:.0f} ms ({tuned['upstream_calls']} upstream calls)",
-        flush=True,
-    )
-    ratio_default = default["stops_per_s"] / plain["stops_per_s"]
-    ratio_tuned = tuned["stops_per_s"] / plain["stops_per_s"]
-    print(ratio_line("gateway/plain, default watch", ratio_default, ">= 0.7", ratio_default >= 0.7))
-    print(ratio_line("gateway/plain, tuned watch", ratio_tuned, ">= 0.7", ratio_tuned >= 0.7))
-    print_json(
-        "overhead",
-        {
-            "plain": plain,
-            "default": default,
-            "tuned": tuned,
-            "ratio_default": ratio_default,
-            "ratio_tuned": ratio_tuned,
-        },
-    )
+    ratio = gateway["stops_per_s"] / plain["stops_per_s"]
+    print(ratio_line("gateway/plain stops per second", ratio, ">= 0.7", ratio >= 0.7))
+    print_json("overhead", {"plain": plain, "gateway": gateway, "ratio": ratio})
     return 0
 
 

@@ -105,8 +105,10 @@ class Bucket(Protocol):
         throttle fell within a pause already paid for (calls throttled together: one signal)."""
         ...
 
-    async def reward(self, key: BucketKey) -> None:
-        """Count a call AWS accepted and, past the hold, probe one step up (to 1.0 at most)."""
+    async def reward(self, key: BucketKey, *, probe: bool = True) -> None:
+        """Count a call AWS accepted and, past the hold, probe one step up (to 1.0 at most).
+        `probe` False: count only; a call made while the bucket is not spent at its rate says
+        nothing about a higher one."""
         ...
 
     async def status(self, key: BucketKey, rate: float, burst: int) -> BucketStatus:

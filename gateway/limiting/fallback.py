@@ -130,11 +130,11 @@ class FallbackBuckets:
                 self._up()
         return learned
 
-    async def reward(self, key: BucketKey) -> None:
-        await self._fallback.reward(key)
+    async def reward(self, key: BucketKey, *, probe: bool = True) -> None:
+        await self._fallback.reward(key, probe=probe)
         if self._try_primary():
             try:
-                await self._primary.reward(key)
+                await self._primary.reward(key, probe=probe)
             except self._outages as exc:
                 self._down(exc)
             else:

@@ -32,6 +32,10 @@ PROBE_STEP = 0.01
 #: between, over the time between, is its rate. Under MIN_WINDOW seconds that is too few calls
 #: to count (the rate is halved instead); over MAX_WINDOW AWS's bucket may have filled up to its
 #: burst meanwhile, so the count says nothing (the rate the bucket allowed is taken instead).
+#: MAX_WINDOW is also the ceiling's life: MAX_WINDOW seconds after the last throttle it is
+#: forgotten (the decay). While it is in force the probe stops at BELOW x the configured rate:
+#: a throttle at the configured rate says AWS's rate is about ours, and climbing back to exactly
+#: it would invite the next throttle at the first jitter.
 MIN_WINDOW = 1.0
 MAX_WINDOW = 120.0
 #: Slack on every "is a token there yet" comparison, in seconds. Float rounding once refused the
@@ -124,19 +128,19 @@ class LocalBuckets:
         state.tat = max(state.tat, state.paused_until)
         return penalty
 
-    async def reward(self, key: BucketKey) -> None:
+    async def reward(self, key: BucketKey, *, probe: bool = True) -> None:
         state = self._states.get(key)
         if state is None:
             return  # a bucket nobody has used has nothing to count or win back
         now = self._clock.monotonic()
+        if state.ceiling > 0.0 and now - state.throttled_at > MAX_WINDOW:
+            state.ceiling = 0.0  # the decay: no throttle for MAX_WINDOW, the ceiling is stale
         if state.ceiling > 0.0:
             state.accepted += 1
-        if state.factor < 1.0 and now >= state.hold_until:
-            state.factor = min(1.0, state.factor + PROBE_STEP)
+        top = BELOW if state.ceiling > 0.0 else 1.0
+        if probe and state.factor < top and now >= state.hold_until:
+            state.factor = min(top, state.factor + PROBE_STEP)
             state.hold_until = now + CLIMB_SECONDS
-            if state.factor >= 1.0:
-                # Back at the configured rate without a throttle: the ceiling is stale.
-                state.ceiling = 0.0
 
     async def status(self, key: BucketKey, rate: float, burst: int) -> BucketStatus:
         now = self._clock.monotonic()

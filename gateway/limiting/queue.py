@@ -187,7 +187,10 @@ class QueuedLimiter:
             )
 
     async def succeeded(self, key: BucketKey) -> None:
-        await self._bucket.reward(key)
+        # Probe upwards only while callers queue for this bucket (in this process): a call made
+        # while the bucket is not spent at its rate says nothing about whether a higher rate
+        # would pass, and a probe that climbs on a trickle would meet the next burst too high.
+        await self._bucket.reward(key, probe=key in self._queues)
 
     async def status(self, key: BucketKey) -> BucketStatus:
         rate, burst = self._rate_for(key)

@@ -141,22 +141,27 @@ return result
 """
 )
 
-# ARGV: now, idle seconds. A bucket nobody has used has nothing to count or win back: no key is
-# created. The count and the probe of LocalBuckets.reward.
+# ARGV: now, idle seconds, probe ("1" or "0"). A bucket nobody has used has nothing to count or
+# win back: no key is created. The count, the decay and the probe of LocalBuckets.reward.
 _REWARD = (
     _PRELUDE
     + f"""
-local idle = tonumber(ARGV[2])
+local idle, probe = tonumber(ARGV[2]), ARGV[3] == '1'
 if not exists then return 0 end
 local changed = false
+if ceiling > 0.0 and now - throttled_at > {MAX_WINDOW!r} then
+  ceiling = 0.0
+  changed = true
+end
 if ceiling > 0.0 then
   accepted = accepted + 1
   changed = true
 end
-if factor < 1.0 and now >= hold_until then
-  factor = math.min(1.0, factor + {PROBE_STEP!r})
+local top = 1.0
+if ceiling > 0.0 then top = {BELOW!r} end
+if probe and factor < top and now >= hold_until then
+  factor = math.min(top, factor + {PROBE_STEP!r})
   hold_until = now + {CLIMB_SECONDS!r}
-  if factor >= 1.0 then ceiling = 0.0 end
   changed = true
 end
 if changed then
@@ -277,8 +282,8 @@ class RedisBuckets:
         ceiling, factor, how = learned
         return Penalty(ceiling=float(ceiling), factor=float(factor), how=_text(how))
 
-    async def reward(self, key: BucketKey) -> None:
-        await self._reward(self.key_for(key), self._now(), self._idle)
+    async def reward(self, key: BucketKey, *, probe: bool = True) -> None:
+        await self._reward(self.key_for(key), self._now(), self._idle, "1" if probe else "0")
 
     async def status(self, key: BucketKey, rate: float, burst: int) -> BucketStatus:
         _check(rate, burst)

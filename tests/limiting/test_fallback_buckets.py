@@ -46,9 +46,9 @@ class SwitchableBucket:
         await self._enter("penalize")
         return await self.inner.penalize(key, retry_after, rate)
 
-    async def reward(self, key: BucketKey) -> None:
+    async def reward(self, key: BucketKey, *, probe: bool = True) -> None:
         await self._enter("reward")
-        await self.inner.reward(key)
+        await self.inner.reward(key, probe=probe)
 
     async def status(self, key: BucketKey, rate: float, burst: int) -> BucketStatus:
         await self._enter("status")

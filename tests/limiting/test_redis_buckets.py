@@ -21,6 +21,7 @@ from gateway.limiting.local import (
     CLIMB_SECONDS,
     DECREASE,
     HOLD_SECONDS,
+    MAX_WINDOW,
     MIN_FACTOR,
     PROBE_STEP,
     LocalBuckets,
@@ -116,8 +117,10 @@ class TestSharedBudget:
         """A success reported by one replica wins back rate for both."""
         a, b = await replica(hold=0.0), await replica(hold=0.0)
         await a.penalize(KEY, 0.0, 10.0)
+        learned = await b.penalize(KEY, 0.0, 10.0)  # at once: halved, well under BELOW
+        assert learned is not None
         await b.reward(KEY)
-        assert (await a.status(KEY, 10.0, 5)).rate_factor == BELOW + PROBE_STEP
+        assert (await a.status(KEY, 10.0, 5)).rate_factor == learned.factor + PROBE_STEP
 
 
 class TestFeedback:
@@ -159,14 +162,21 @@ class TestFeedback:
         assert (await buckets.status(KEY, 1.0, 1)).rate_factor == BELOW
         assert 9.9 < await buckets.take(KEY, 1.0, 1) <= 10.0
 
-    async def test_reward_probes_up_to_one(self, client: redis.asyncio.Redis, prefix: str) -> None:
-        """With no hold, a reward adds PROBE_STEP (the same floats as LocalBuckets); 1.0 caps
-        it and forgets the ceiling."""
+    async def test_reward_probes_up(self, client: redis.asyncio.Redis, prefix: str) -> None:
+        """With no hold, a reward adds PROBE_STEP (the same floats as LocalBuckets), up to
+        BELOW while the ceiling is in force; once it has decayed (MAX_WINDOW), up to 1.0."""
         clock = ManualClock()
         buckets = RedisBuckets(client, prefix=prefix, hold=0.0, clock=clock)
         await buckets.penalize(KEY, 0.0, 1.0)
+        await buckets.penalize(KEY, 0.0, 1.0)  # halved: 0.475 x BELOW
         await buckets.reward(KEY)
-        assert (await buckets.status(KEY, 1.0, 1)).rate_factor == BELOW + PROBE_STEP
+        want = DECREASE * BELOW * BELOW + PROBE_STEP
+        assert (await buckets.status(KEY, 1.0, 1)).rate_factor == want
+        for _ in range(100):
+            await clock.advance(CLIMB_SECONDS)
+            await buckets.reward(KEY)
+        assert (await buckets.status(KEY, 1.0, 1)).rate_factor == BELOW
+        await clock.advance(MAX_WINDOW)
         for _ in range(10):
             await clock.advance(CLIMB_SECONDS)
             await buckets.reward(KEY)
@@ -283,6 +293,7 @@ _TIMED_OPS = st.lists(
         st.tuples(st.just("take"), st.just(0.0)),
         st.tuples(st.just("penalize"), st.sampled_from([0.0, 0.5, 1.0, 2.0])),
         st.tuples(st.just("reward"), st.integers(1, 40).map(float)),
+        st.tuples(st.just("count"), st.integers(1, 5).map(float)),
         st.tuples(st.just("status"), st.just(0.0)),
         st.tuples(st.just("advance"), st.sampled_from([0.01, 0.1, 0.5, 1.0, 3.0, 11.0, 130.0])),
     ),
@@ -318,7 +329,8 @@ class TestMatchesLocalBuckets:
         """On one ManualClock (the script told the time instead of reading TIME) every answer
         is equal to the last bit: waits, Penalty (ceiling, factor, how), tokens, factors and
         ceilings, through pauses, measured and halved ceilings, holds, probes and stale
-        windows (`reward` ops count several accepted calls, to make windows measurable)."""
+        windows (`reward` ops count several accepted calls, to make windows measurable, and `count`
+        ops count without probing)."""
         clock = ManualClock()
         remote = RedisBuckets(client, prefix=prefix, hold=hold, clock=clock)
         local = LocalBuckets(clock, hold=hold)
@@ -333,6 +345,10 @@ class TestMatchesLocalBuckets:
                 for _ in range(int(arg)):
                     await remote.reward(key)
                     await local.reward(key)
+            elif op == "count":
+                for _ in range(int(arg)):
+                    await remote.reward(key, probe=False)
+                    await local.reward(key, probe=False)
             elif op == "advance":
                 await clock.advance(arg)
             assert await remote.status(key, rate, burst) == await local.status(key, rate, burst)
