@@ -188,7 +188,7 @@ class GatewayApp:
         self.ready_checks.setdefault("upstream", self._upstream_reachable(endpoint_url))
         if self.budget_store is not None:
             self.ready_checks.setdefault("limiter", self._budget_store_check(self.budget_store))
-        await self._start_http(self.core, self.upstream)
+        await self._start_http(self.core)
         self._server = grpc.aio.server(options=server_options(s.grpc_keepalive))
         self._health = add_services(
             self._server, TransferGatewayService(self.core, self.metrics, self.access)
@@ -289,7 +289,7 @@ class GatewayApp:
             for service in ("", "transfer_gateway.v1.TransferGateway"):
                 await self._health.set(service, status)
 
-    async def _start_http(self, core: Core, upstream: AioUpstream) -> None:
+    async def _start_http(self, core: Core) -> None:
         s = self.settings
         # The AWS-compatible endpoint authenticates by itself (SigV4, AWS-shaped refusals).
         auth = http_auth_middleware(self.access, error_response, skip=is_aws_request)
@@ -326,8 +326,6 @@ class GatewayApp:
         ).add_routes(app)
         AwsApi(
             core,
-            self.caller,
-            upstream,
             self.metrics,
             access_keys=s.access_keys,
             emulator_mode=s.upstream == "emulator",

@@ -28,7 +28,7 @@ class Accounts:
     def ids(self) -> list[str]:
         return sorted(self._by_id)
 
-    def check(self, target: Target) -> None:
+    def check(self, target: Target | BucketKey) -> None:
         """Raise NOT_FOUND (ACCOUNT_NOT_CONFIGURED) unless the gateway serves this account and
         region."""
         if self.open:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -20,12 +22,16 @@ from gateway.core.coordination import (
 from gateway.core.operation import CHANGES, START, STOP, WATCH, Operation
 from gateway.core.pairs import Hold
 from gateway.core.watching import Observation, Subscription, Watchers
-from gateway.domain import ServerState, Stage, StateUpdate, Target
+from gateway.domain import BucketKey, ServerState, Stage, StateUpdate, Target
 from gateway.errors import ErrorKind, GatewayError, UpstreamError
 from gateway.limiting.base import Priority
 from gateway.upstream.aio import Upstream
 
 log = structlog.get_logger(__name__)
+
+
+#: botocore's names of the reads callers may ask for.
+_SNAKE = {"DescribeServer": "describe_server", "ListServers": "list_servers"}
 
 
 class _End:
@@ -282,6 +288,16 @@ def in_flight(operation: Operation, other: str, target: Target) -> GatewayError:
     )
 
 
+@dataclass(frozen=True)
+class Reply:
+    """A read as AWS answered it (botocore's parsed response, ResponseMetadata left out), for a
+    face that hands AWS's own answer on (the AWS-compatible endpoint)."""
+
+    payload: dict[str, Any]
+    aws_request_id: str
+    budget_wait: float
+
+
 class Core:
     """Runs operations (gateway.core.operation: stop, watch, ...) for every face. It depends
     only on the Limiter (through the BudgetedCaller), Upstream and Leases protocols, so tests
@@ -387,6 +403,49 @@ class Core:
             if not flight.fanout.queues and flight.task is not None and not flight.task.done():
                 # The last caller left: nobody is owed this flight any more.
                 flight.task.cancel()
+
+    async def describe_server(self, target: Target, *, deadline: float | None) -> Reply:
+        """DescribeServer for a caller: AWS's answer, paid from the budget, under the one retry
+        policy (the watchers' own reads are typed and go through gateway.core.watching)."""
+        return await self._read(
+            target.bucket, "DescribeServer", {"ServerId": target.server_id}, deadline
+        )
+
+    async def list_servers(
+        self,
+        key: BucketKey,
+        *,
+        max_results: int | None = None,
+        next_token: str | None = None,
+        deadline: float | None,
+    ) -> Reply:
+        """ListServers for a caller: one page as AWS answered it (`max_results` and
+        `next_token` passed on only when given, as the caller sent them)."""
+        params: dict[str, Any] = {}
+        if max_results is not None:
+            params["MaxResults"] = max_results
+        if next_token is not None:
+            params["NextToken"] = next_token
+        return await self._read(key, "ListServers", params, deadline)
+
+    async def _read(
+        self, key: BucketKey, operation: str, params: dict[str, Any], deadline: float | None
+    ) -> Reply:
+        if self._closing:
+            raise GatewayError(ErrorKind.SHUTTING_DOWN, "the gateway is shutting down")
+        method = _SNAKE[operation]
+        # A caller's read waits its turn with the changes (first come, first served); only the
+        # gateway's own polls go first (see gateway.limiting.base.Priority).
+        response, waited = await self.caller.call(
+            key,
+            operation,
+            lambda: self.upstream.call_raw(key, method, **params),
+            priority=Priority.CHANGE,
+            deadline=deadline,
+        )
+        payload = {k: v for k, v in response.items() if k != "ResponseMetadata"}
+        request_id = str(response.get("ResponseMetadata", {}).get("RequestId", ""))
+        return Reply(payload, request_id, waited)
 
     async def _next(
         self, queue: asyncio.Queue[_Item], deadline: float | None, target: Target

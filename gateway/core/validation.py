@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 
-from gateway.domain import Target
+from gateway.domain import BucketKey, Target
 from gateway.errors import FieldViolation, InvalidArgument
 from gateway.regions import transfer_regions
 
@@ -40,23 +40,73 @@ def validate_target(
     partition data) or one of `extra_regions` (core.extra_regions): a made-up region would cost
     a client, a bucket and metric series for nothing (issue 11)."""
     server_field, account_field, region_field = field_names
-    violations: list[FieldViolation] = []
+    violations = _server_violations(server_id, server_field)
+    key, wrong = _account_and_region(
+        account_id,
+        region,
+        default_account,
+        default_region,
+        account_field,
+        region_field,
+        extra_regions,
+    )
+    violations.extend(wrong)
+    if violations:
+        raise InvalidArgument(violations)
+    return Target(account_id=key.account_id, region=key.region, server_id=server_id)
+
+
+def validate_account(
+    account_id: str,
+    region: str,
+    *,
+    default_account: str,
+    default_region: str,
+    field_names: tuple[str, str] = ("account_id", "region"),
+    extra_regions: Collection[str] = (),
+) -> BucketKey:
+    """Check an account and region (for calls that name no server, such as ListServers), as
+    validate_target does."""
+    key, wrong = _account_and_region(
+        account_id, region, default_account, default_region, *field_names, extra_regions
+    )
+    if wrong:
+        raise InvalidArgument(wrong)
+    return key
+
+
+def _server_violations(server_id: str, server_field: str) -> list[FieldViolation]:
     if not server_id:
-        violations.append(FieldViolation(server_field, "is required"))
-    elif len(server_id) != 19:
-        violations.append(
+        return [FieldViolation(server_field, "is required")]
+    if len(server_id) != 19:
+        return [
             FieldViolation(
                 server_field,
                 f"must be 19 characters ('s-' and 17 lower-case hex digits), got {len(server_id)}",
             )
-        )
-    elif not _SERVER_ID.fullmatch(server_id):
-        violations.append(
+        ]
+    if not _SERVER_ID.fullmatch(server_id):
+        return [
             FieldViolation(
                 server_field,
                 f"{_quote(server_id)} must match s-([0-9a-f]{{17}}) (lower-case hex digits)",
             )
-        )
+        ]
+    return []
+
+
+def _account_and_region(
+    account_id: str,
+    region: str,
+    default_account: str,
+    default_region: str,
+    account_field: str,
+    region_field: str,
+    extra_regions: Collection[str],
+) -> tuple[BucketKey, list[FieldViolation]]:
+    """The (defaulted) account and region, and what is wrong with them (use it only if
+    nothing is)."""
+    violations: list[FieldViolation] = []
     account = account_id or default_account
     if not _ACCOUNT_ID.fullmatch(account):
         violations.append(FieldViolation(account_field, f"{_quote(account)} must be 12 digits"))
@@ -69,6 +119,4 @@ def validate_target(
                 " (e.g. us-east-1)",
             )
         )
-    if violations:
-        raise InvalidArgument(violations)
-    return Target(account_id=account, region=chosen_region, server_id=server_id)
+    return BucketKey(account, chosen_region), violations

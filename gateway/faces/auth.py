@@ -23,7 +23,7 @@ from aiohttp import web
 
 from gateway.config import ALL_ACCOUNTS, AuthSettings, TlsSettings
 from gateway.core.accounts import Accounts
-from gateway.domain import Target
+from gateway.domain import BucketKey, Target
 from gateway.errors import ErrorKind, GatewayError
 
 #: HTTP paths open to anyone: probes must work without credentials.
@@ -119,7 +119,7 @@ class Access:
             raise _unauthenticated("the bearer token is not recognised")
         return found
 
-    def authorize(self, caller: Caller, target: Target) -> None:
+    def authorize(self, caller: Caller, target: Target | BucketKey) -> None:
         """May `caller` act on the target's account, and does the gateway serve it there?
         PERMISSION_DENIED comes first, so a caller learns nothing of accounts it may not use."""
         if not caller.may_act_on(target.account_id):

@@ -5,28 +5,22 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
-import structlog
 from aiohttp import web
 
 from gateway import awsjson as protocol
 from gateway.awsjson import AwsError
-from gateway.core.calls import BudgetedCaller
 from gateway.core.operation import START, STOP, Operation
 from gateway.core.operations import Core
-from gateway.core.validation import validate_target
-from gateway.domain import BucketKey, Stage, Target
+from gateway.domain import Stage
 from gateway.errors import AWS_CODES, ErrorKind, GatewayError, UpstreamError
 from gateway.faces import sigv4
 from gateway.faces.auth import ANONYMOUS, TWO_AUTHORIZATIONS, Access, Caller, peer_common_name
 from gateway.faces.bodies import BodyError, BodyProblem, read_body
-from gateway.limiting.base import Priority
+from gateway.faces.call import Admitted, Ask, Call, Calls
 from gateway.observability import Metrics
-
-log = structlog.get_logger(__name__)
 
 #: Transfer's inputs are a few short fields; aiohttp's own default limit, and the emulator's.
 MAX_BODY_BYTES = 1024 * 1024
@@ -43,10 +37,8 @@ def is_aws_request(request: web.Request) -> bool:
     return request.method == "POST" and request.path == "/"
 
 
-class RawUpstream(Protocol):
-    """The upstream's pass-through call (AioUpstream.call_raw)."""
-
-    async def call_raw(self, key: BucketKey, operation: str, **params: Any) -> dict[str, Any]: ...
+#: An AWS operation's work once the call is admitted: (the answer's payload, its request id).
+_Handler = Callable[[Call, Admitted, dict[str, Any]], Awaitable[tuple[dict[str, Any], str]]]
 
 
 #: AWS's codes for a request whose credentials are refused, and the call outcome they count as.
@@ -59,9 +51,9 @@ _AUTH_OUTCOMES = {
 
 
 class AwsApi:
-    """Answers StopServer and StartServer through the core (budget, single flight, watchers)
-    and DescribeServer and ListServers through the budgeted upstream. The caller's signature
-    is never forwarded: upstream calls use the gateway's own credentials.
+    """Answers StopServer, StartServer, DescribeServer and ListServers through the call
+    wrapper and the core (budget, single flight, watchers, the one retry policy). The caller's
+    signature is never forwarded: upstream calls use the gateway's own credentials.
 
     Who calls (auth on): a SigV4 signature made with a key the gateway issued (verified by
     `sigv4.Verifier`; the key names the caller and its one account), a client certificate
@@ -73,8 +65,6 @@ class AwsApi:
     def __init__(
         self,
         core: Core,
-        caller: BudgetedCaller,
-        upstream: RawUpstream,
         metrics: Metrics,
         *,
         access_keys: Mapping[str, str],
@@ -87,17 +77,13 @@ class AwsApi:
         #: How long a request body may take to arrive (None: as long as it likes).
         self._body_timeout = body_timeout_seconds
         self._core = core
-        self._caller = caller
-        self._upstream = upstream
-        self._metrics = metrics
+        self._calls = Calls("aws", core, metrics, access)
         self._access_keys = dict(access_keys)
         self._emulator_mode = emulator_mode
         self._max_wait = max_wait_seconds
         self._access = access
         self._verifier = verifier or sigv4.Verifier((), lambda: 0.0)
-        self._handlers: dict[
-            str, Callable[[Target, dict[str, Any]], Awaitable[tuple[dict[str, Any], str]]]
-        ] = {
+        self._handlers: dict[str, _Handler] = {
             "StopServer": self._stop_server,
             "StartServer": self._start_server,
             "DescribeServer": self._describe_server,
@@ -108,54 +94,45 @@ class AwsApi:
         app.router.add_post("/", self.handle)
 
     async def handle(self, request: web.Request) -> web.Response:
-        started = time.monotonic()
         target_header = request.headers.get("X-Amz-Target", "")
         prefix, _, name = target_header.partition(".")
         handler = self._handlers.get(name) if prefix == protocol.TARGET_PREFIX else None
-        method = name if handler is not None else "unknown"
-        outcome = "OK"
         server_id = ""
-        caller = ANONYMOUS
-        try:
-            raw = await self._read(request)
-            # Who calls comes first: a refused caller learns nothing, not even the operations.
-            caller, account, region = self._identify(request, raw)
-            if handler is None:
-                raise protocol.unknown_operation(target_header)
-            body = protocol.parse_body(raw)
-            server_id = protocol.server_id_of(body) if name != "ListServers" else ""
-            target = self._target(account, region, server_id)
-            if self._access is not None and self._access.enabled:
-                # The same check as the other faces, before any budget or upstream call.
-                self._access.authorize(caller, target)
-            payload, request_id = await handler(target, body)
-            return protocol.ok_response(payload, request_id or protocol.new_request_id())
-        except AwsError as exc:
-            outcome = _AUTH_OUTCOMES.get(exc.code) or (
-                "INVALID_ARGUMENT" if exc.status < 500 else "INTERNAL"
-            )
-            return protocol.error_response(exc, protocol.new_request_id())
-        except GatewayError as exc:
-            outcome = exc.kind.grpc_code.name
-            error, request_id = aws_error_for(exc, server_id)
-            return protocol.error_response(error, request_id or protocol.new_request_id())
-        except Exception:
-            outcome = "INTERNAL"
-            request_id = protocol.new_request_id()
-            log.exception("aws.bug", operation=name, request_id=request_id)
-            return protocol.error_response(
-                AwsError("InternalServiceError", f"Gateway error (request {request_id})", 500),
-                request_id,
-            )
-        finally:
-            self._metrics.calls.labels("aws", method, outcome).inc()
-            log.info(
-                "aws.call",
-                operation=method,
-                caller=caller.name,
-                outcome=outcome,
-                duration=round(time.monotonic() - started, 4),
-            )
+        # Not a stream: AWS answers once, so the call is not an open stream in the metrics.
+        async with self._calls.open(name if handler else "unknown", streaming=False) as call:
+            try:
+                raw = await self._read(request)
+                # Who calls comes first: a refused caller learns nothing, not even the
+                # operations. The signature names the caller, its account and region at once.
+                caller, account, region = self._identify(request, raw)
+                call.fields["caller"] = caller.name
+                if handler is None:
+                    raise protocol.unknown_operation(target_header)
+                body = protocol.parse_body(raw)
+                # AWS's own wording for a bad ServerId, before the gateway's checks.
+                server_id = protocol.server_id_of(body) if name != "ListServers" else ""
+                admitted = call.admit(
+                    Ask(server_id or None, account, region),
+                    who=lambda access: caller,
+                    timeout=self._timeout,
+                )
+                payload, request_id = await handler(call, admitted, body)
+                return protocol.ok_response(payload, request_id or protocol.new_request_id())
+            except AwsError as exc:
+                # Refused in AWS's own terms (credentials, unknown operation, bad body).
+                call.decide(
+                    _AUTH_OUTCOMES.get(exc.code)
+                    or ("INVALID_ARGUMENT" if exc.status < 500 else "INTERNAL")
+                )
+                return protocol.error_response(exc, protocol.new_request_id())
+            except Exception as exc:
+                error, request_id = aws_error_for(call.failed(exc), server_id)
+                return protocol.error_response(error, request_id or protocol.new_request_id())
+
+    def _timeout(self) -> float:
+        """AWS callers send no deadline the gateway can see: aws_max_wait_seconds bounds the
+        budget wait and the call (the SDKs time out and retry on their own)."""
+        return self._max_wait
 
     async def _read(self, request: web.Request) -> bytes:
         """The body within MAX_BODY_BYTES and the body timeout, refused in AWS's words."""
@@ -256,78 +233,57 @@ class AwsApi:
             raise sigv4.unrecognized()
         return account, region
 
-    def _target(self, account: str, region: str, server_id: str) -> Target:
-        try:
-            return validate_target(
-                server_id or "s-00000000000000000",  # ListServers names no server
-                account,
-                region,
-                default_account=self._core.settings.default_account,
-                default_region=self._core.settings.default_region,
-                extra_regions=self._core.settings.extra_regions,
-            )
-        except GatewayError as exc:
-            raise AwsError("ValidationException", exc.message) from exc
-
-    # -- operations -----------------------------------------------------------------------------
+    # -- operations: translation only, the work is the core's -----------------------------------
     async def _stop_server(
-        self, target: Target, body: dict[str, Any]
+        self, call: Call, admitted: Admitted, body: dict[str, Any]
     ) -> tuple[dict[str, Any], str]:
-        return await self._change(STOP, target)
+        return await self._change(call, STOP, admitted)
 
     async def _start_server(
-        self, target: Target, body: dict[str, Any]
+        self, call: Call, admitted: Admitted, body: dict[str, Any]
     ) -> tuple[dict[str, Any], str]:
-        return await self._change(START, target)
+        return await self._change(call, START, admitted)
 
-    async def _change(self, operation: Operation, target: Target) -> tuple[dict[str, Any], str]:
+    async def _change(
+        self, call: Call, operation: Operation, admitted: Admitted
+    ) -> tuple[dict[str, Any], str]:
         # AWS answers StopServer (StartServer) once it is accepted, not when the server is
         # OFFLINE (ONLINE): so does this, at the core's first update past the budget queue.
         # Leaving the stream early costs nothing: other callers of the same flight keep it,
         # and the server changes either way.
-        deadline = self._core.clock.monotonic() + self._max_wait
-        stream = self._core.run(operation, target, deadline=deadline)
-        try:
-            async for update in stream:
-                if update.stage is not Stage.WAITING_FOR_BUDGET:
-                    return {}, update.aws_request_id
-        finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+        async for update in call.updates(operation, admitted):
+            if update.stage is not Stage.WAITING_FOR_BUDGET:
+                return {}, update.aws_request_id
         raise GatewayError(ErrorKind.INTERNAL, f"the {operation.verb} ended without an update")
 
     async def _describe_server(
-        self, target: Target, body: dict[str, Any]
+        self, call: Call, admitted: Admitted, body: dict[str, Any]
     ) -> tuple[dict[str, Any], str]:
-        return await self._pass_through(
-            target.bucket, "DescribeServer", "describe_server", {"ServerId": target.server_id}
+        assert admitted.target is not None  # DescribeServer names its server
+        reply = call.replied(
+            await self._core.describe_server(admitted.target, deadline=admitted.deadline)
         )
+        return _json(reply.payload), reply.aws_request_id
 
     async def _list_servers(
-        self, target: Target, body: dict[str, Any]
+        self, call: Call, admitted: Admitted, body: dict[str, Any]
     ) -> tuple[dict[str, Any], str]:
         limit, token = protocol.paging_of(body, 1000)
-        params: dict[str, Any] = {}
-        if "MaxResults" in body:
-            params["MaxResults"] = limit
-        if token is not None:
-            params["NextToken"] = token
-        return await self._pass_through(target.bucket, "ListServers", "list_servers", params)
-
-    async def _pass_through(
-        self, key: BucketKey, operation: str, method: str, params: dict[str, Any]
-    ) -> tuple[dict[str, Any], str]:
-        deadline = self._core.clock.monotonic() + self._max_wait
-        response, _ = await self._caller.call(
-            key,
-            operation,
-            lambda: self._upstream.call_raw(key, method, **params),
-            priority=Priority.CHANGE,
-            deadline=deadline,
+        reply = call.replied(
+            await self._core.list_servers(
+                admitted.key,
+                max_results=limit if "MaxResults" in body else None,
+                next_token=token,
+                deadline=admitted.deadline,
+            )
         )
-        out = {k: v for k, v in response.items() if k != "ResponseMetadata"}
-        request_id = str(response.get("ResponseMetadata", {}).get("RequestId", ""))
-        # botocore parsed timestamps into datetimes; JSON 1.1 sends epoch seconds.
-        return json.loads(json.dumps(out, default=_epoch_seconds)), request_id
+        return _json(reply.payload), reply.aws_request_id
+
+
+def _json(payload: dict[str, Any]) -> dict[str, Any]:
+    # botocore parsed timestamps into datetimes; JSON 1.1 sends epoch seconds.
+    out: dict[str, Any] = json.loads(json.dumps(payload, default=_epoch_seconds))
+    return out
 
 
 def _epoch_seconds(value: object) -> float:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import inspect
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
@@ -15,11 +14,11 @@ from grpc_status import rpc_status
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from gateway.config import GrpcKeepaliveSettings
+from gateway.core.operation import START, STOP, WATCH, Operation
 from gateway.core.operations import Core
-from gateway.core.validation import validate_target
-from gateway.domain import StateUpdate, Target
-from gateway.errors import ErrorKind, FieldViolation, GatewayError, InvalidArgument
+from gateway.errors import FieldViolation, GatewayError, InvalidArgument
 from gateway.faces.auth import Access, grpc_caller
+from gateway.faces.call import Ask, Calls
 from gateway.faces.introspection import HealthServicer, add_introspection
 from gateway.faces.messages import error_to_status, update_to_proto
 from gateway.observability import Metrics
@@ -62,106 +61,50 @@ def server_options(keepalive: GrpcKeepaliveSettings) -> list[tuple[str, int]]:
 
 
 _Request = pb.StopServerRequest | pb.StartServerRequest | pb.WatchServerRequest
+_Context = grpc.aio.ServicerContext[_Request, pb.ServerStateUpdate]
 
 
 class TransferGatewayService(pb_grpc.TransferGatewayServicer):
-    """Each method: validate, run the core's stream, render updates and errors."""
+    """Each method: its operation, run through the call wrapper; updates and errors rendered."""
 
     def __init__(self, core: Core, metrics: Metrics, access: Access | None = None) -> None:
-        self._core = core
-        self._metrics = metrics
-        #: Who may call (faces.auth); None: anyone, on any account (tests of the core alone).
-        self._access = access
+        self._calls = Calls("grpc", core, metrics, access)
 
     async def StopServer(
-        self,
-        request: pb.StopServerRequest,
-        context: grpc.aio.ServicerContext[_Request, pb.ServerStateUpdate],
+        self, request: pb.StopServerRequest, context: _Context
     ) -> AsyncIterator[pb.ServerStateUpdate]:
-        async for message in self._serve("StopServer", request, context, self._core.stop):
+        async for message in self._serve(STOP, request, context):
             yield message
 
     async def StartServer(
-        self,
-        request: pb.StartServerRequest,
-        context: grpc.aio.ServicerContext[_Request, pb.ServerStateUpdate],
+        self, request: pb.StartServerRequest, context: _Context
     ) -> AsyncIterator[pb.ServerStateUpdate]:
-        async for message in self._serve("StartServer", request, context, self._core.start):
+        async for message in self._serve(START, request, context):
             yield message
 
     async def WatchServer(
-        self,
-        request: pb.WatchServerRequest,
-        context: grpc.aio.ServicerContext[_Request, pb.ServerStateUpdate],
+        self, request: pb.WatchServerRequest, context: _Context
     ) -> AsyncIterator[pb.ServerStateUpdate]:
-        async for message in self._serve("WatchServer", request, context, self._core.watch):
+        async for message in self._serve(WATCH, request, context):
             yield message
 
     async def _serve(
-        self,
-        method: str,
-        request: _Request,
-        context: grpc.aio.ServicerContext[_Request, pb.ServerStateUpdate],
-        operation: Callable[..., AsyncIterator[StateUpdate]],
+        self, operation: Operation, request: _Request, context: _Context
     ) -> AsyncIterator[pb.ServerStateUpdate]:
-        started = time.monotonic()
-        fields = {
-            "method": method,
-            "server": request.server_id[:40],
-            "account": request.account_id[:20],
-            "region": request.region[:40],
-        }
-        outcome = "OK"
-        last: StateUpdate | None = None
-        error_request_id: str | None = None
-        self._metrics.open_streams.labels("grpc").inc()
-        log.info("call.start", **fields)
-        try:
-            # Who calls first (an anonymous caller learns nothing, not even field rules), then
-            # what; may they act on it is settled before the core spends any budget.
-            caller = grpc_caller(self._access, context) if self._access else None
-            if caller is not None:
-                fields["caller"] = caller.name
-            target: Target = validate_target(
-                request.server_id,
-                request.account_id,
-                request.region,
-                default_account=self._core.settings.default_account,
-                default_region=self._core.settings.default_region,
-                extra_regions=self._core.settings.extra_regions,
-            )
-            fields.update(account=target.account_id, region=target.region)
-            if self._access is not None and caller is not None:
-                self._access.authorize(caller, target)
-            remaining = context.time_remaining()
-            deadline = None if remaining is None else self._core.clock.monotonic() + remaining
-            async for update in operation(target, deadline=deadline):
-                last = update
-                yield update_to_proto(update)
-        except GatewayError as exc:
-            outcome = exc.kind.grpc_code.name
-            error_request_id = exc.metadata.get("aws_request_id")
-            await _abort(context, exc)
-        except Exception:
-            # A bug: log it whole, tell the caller no more than INTERNAL.
-            outcome = "INTERNAL"
-            log.exception("call.bug", **fields)
-            await _abort(context, GatewayError(ErrorKind.INTERNAL, "internal error in the gateway"))
-        except BaseException:
-            outcome = "CANCELLED"
-            raise
-        finally:
-            self._metrics.open_streams.labels("grpc").dec()
-            self._metrics.calls.labels("grpc", method, outcome).inc()
-            log.info(
-                "call.end",
-                **fields,
-                outcome=outcome,
-                duration=round(time.monotonic() - started, 4),
-                budget_wait=round(last.budget_wait, 4) if last else 0.0,
-                state=str(last.state) if last else None,
-                aws_request_id=(last.aws_request_id if last else None) or error_request_id,
-            )
+        ask = Ask(request.server_id, request.account_id, request.region)
+        async with self._calls.open(
+            operation.name, server=ask.server_id or "", account=ask.account_id, region=ask.region
+        ) as call:
+            try:
+                async for update in call.stream(
+                    operation,
+                    ask,
+                    who=lambda access: grpc_caller(access, context),
+                    timeout=context.time_remaining,
+                ):
+                    yield update_to_proto(update)
+            except Exception as exc:
+                await _abort(context, call.failed(exc))
 
 
 async def _abort(

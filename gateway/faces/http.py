@@ -7,8 +7,7 @@ import contextlib
 import json
 import math
 import re
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -20,12 +19,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway.clock import Clock
+from gateway.core.operation import START, STOP, WATCH, Operation
 from gateway.core.operations import Core
-from gateway.core.validation import validate_target
-from gateway.domain import StateUpdate, Target
+from gateway.domain import StateUpdate
 from gateway.errors import ErrorKind, FieldViolation, GatewayError, InvalidArgument
 from gateway.faces.auth import Access, request_caller
 from gateway.faces.bodies import BodyError, BodyProblem, parse_json, read_body
+from gateway.faces.call import Ask, Calls
 from gateway.faces.connections import raw_response
 from gateway.faces.messages import error_to_status, update_to_proto
 from gateway.observability import Metrics
@@ -42,8 +42,6 @@ _TIMEOUT_RE = re.compile(r"([0-9]{1,8})([HMSmun])")
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 #: Request bodies are two short strings; anything much larger is a mistake or an attack.
 MAX_BODY_BYTES = 16 * 1024
-
-Operation = Callable[..., AsyncIterator[StateUpdate]]
 
 
 @dataclass(frozen=True)
@@ -75,9 +73,9 @@ class HttpApi:
         self._core = core
         #: How long a request body may take to arrive (None: as long as it likes).
         self._body_timeout = body_timeout_seconds
-        #: Who may act on which account (gateway.faces.auth); the app's middleware authenticated the
-        #: caller already. None: anyone, on any account.
-        self._access = access
+        #: The call wrapper; `access` says who may act on which account (gateway.faces.auth;
+        #: the app's middleware authenticated the caller already). None: anyone, on any account.
+        self._calls = Calls("http", core, metrics, access, field_names=FIELD_NAMES)
         self._metrics = metrics
         self._readiness = readiness
         self._before_scrape = before_scrape
@@ -99,72 +97,53 @@ class HttpApi:
 
     # -- streaming routes --------------------------------------------------------------------
     async def stop(self, request: web.Request) -> web.StreamResponse:
-        async def fields() -> tuple[str, str]:
-            body = await _read_json_body(request, self._body_timeout)
-            return body.get("accountId", ""), body.get("region", "")
-
-        return await self._serve(request, "StopServer", self._core.stop, fields)
+        return await self._serve(request, STOP, self._body_ask(request))
 
     async def start(self, request: web.Request) -> web.StreamResponse:
-        async def fields() -> tuple[str, str]:
-            body = await _read_json_body(request, self._body_timeout)
-            return body.get("accountId", ""), body.get("region", "")
+        return await self._serve(request, START, self._body_ask(request))
 
-        return await self._serve(request, "StartServer", self._core.start, fields)
+    def _body_ask(self, request: web.Request) -> Callable[[], Awaitable[Ask]]:
+        """A change's Ask: the path's server, account and region from the JSON body."""
+
+        async def ask() -> Ask:
+            body = await _read_json_body(request, self._body_timeout)
+            return Ask(
+                request.match_info["serverId"], body.get("accountId", ""), body.get("region", "")
+            )
+
+        return ask
 
     async def watch(self, request: web.Request) -> web.StreamResponse:
-        async def fields() -> tuple[str, str]:
+        async def ask() -> Ask:
             # Unknown query parameters are ignored: browsers and EventSource polyfills add
             # cache busters, and a watch changes nothing.
             query = request.query
-            return query.get("accountId", ""), query.get("region", "")
+            return Ask(
+                request.match_info["serverId"],
+                query.get("accountId", ""),
+                query.get("region", ""),
+            )
 
-        return await self._serve(request, "WatchServer", self._core.watch, fields)
+        return await self._serve(request, WATCH, ask)
 
     async def _serve(
-        self,
-        request: web.Request,
-        method: str,
-        operation: Operation,
-        read_fields: Callable[[], Awaitable[tuple[str, str]]],
+        self, request: web.Request, operation: Operation, ask: Callable[[], Awaitable[Ask]]
     ) -> web.StreamResponse:
-        started = time.monotonic()
         sse = _wants_sse(request)
-        server_id = request.match_info["serverId"]
-        log_fields: dict[str, Any] = {"method": method, "server": server_id[:40], "sse": sse}
-        outcome = "OK"
-        last: StateUpdate | None = None
-        stream: AsyncIterator[StateUpdate] | None = None
-        response: web.StreamResponse | None = None
-        heartbeat: asyncio.Task[None] | None = None
-        self._metrics.open_streams.labels("http").inc()
-        log.info("call.start", transport="http", **log_fields)
-        try:
+        clock = self._core.clock
+        async with self._calls.open(operation.name, server=request.match_info["serverId"]) as call:
+            updates = call.stream(
+                operation,
+                ask,
+                who=lambda access: request_caller(request),
+                timeout=lambda: _timeout(request),
+            )
+            # The status line waits for the first update, so an error known before it (bad
+            # field, unknown server, no budget) gets its own HTTP status, as grpc-gateway does.
             try:
-                account, region = await read_fields()
-                deadline = _deadline(request, self._core.clock)
-                target: Target = validate_target(
-                    server_id,
-                    account,
-                    region,
-                    default_account=self._core.settings.default_account,
-                    default_region=self._core.settings.default_region,
-                    extra_regions=self._core.settings.extra_regions,
-                    field_names=FIELD_NAMES,
-                )
-                log_fields.update(account=target.account_id, region=target.region)
-                if self._access is not None:
-                    # Before the core runs: a denied caller spends no budget, calls no AWS.
-                    self._access.authorize(request_caller(request), target)
-                stream = operation(target, deadline=deadline)
-                # The status line waits for the first update, so an error known before it (bad
-                # field, unknown server, no budget) gets its own HTTP status, as grpc-gateway does.
-                last = await anext(stream)
-            except GatewayError as exc:
-                outcome = exc.kind.grpc_code.name
-                return error_response(exc)
-            except StopAsyncIteration:
-                last = None  # the core always yields a terminal update first; keep it honest
+                first = await anext(updates, None)
+            except Exception as exc:
+                return error_response(call.failed(exc))
             response = web.StreamResponse(
                 headers={
                     "Content-Type": SSE if sse else NDJSON,
@@ -173,61 +152,35 @@ class HttpApi:
                     "X-Accel-Buffering": "no",
                 }
             )
-            await response.prepare(request)
-            if sse:
-                heartbeat = asyncio.create_task(self._heartbeat(response))
-            if last is not None and stream is not None:
-                await _send(response, sse, "result", _update_json(last))
-                try:
-                    async for update in stream:
-                        last = update
+            heartbeat: asyncio.Task[None] | None = None
+            try:
+                await response.prepare(request)
+                if sse:
+                    heartbeat = asyncio.create_task(self._heartbeat(response, clock))
+                # None only if the core ended without an update; it always sends one first.
+                if first is not None:
+                    await _send(response, sse, "result", _update_json(first))
+                    async for update in updates:
                         await _send(response, sse, "result", _update_json(update))
-                except GatewayError as exc:
-                    outcome = exc.kind.grpc_code.name
-                    await _send(response, sse, "error", status_json(exc))
+            except Exception as exc:
+                error = call.failed(exc)  # a reset connection is re-raised: nobody to tell
+                if not response.prepared:
+                    return error_response(error)
+                # After the status line, an error is the stream's last line.
+                await _send(response, sse, "error", status_json(error))
+            finally:
+                if heartbeat is not None:
+                    heartbeat.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
+                        await heartbeat
             await response.write_eof()
             return response
-        except (asyncio.CancelledError, ConnectionResetError):
-            outcome = "CANCELLED"  # the caller went away; the core drops its share of the work
-            raise
-        except Exception:
-            # A bug: log it whole, tell the caller no more than INTERNAL.
-            outcome = "INTERNAL"
-            log.exception("call.bug", transport="http", **log_fields)
-            bug = GatewayError(ErrorKind.INTERNAL, "internal error in the gateway")
-            if response is None:
-                return error_response(bug)
-            with contextlib.suppress(Exception):
-                await _send(response, sse, "error", status_json(bug))
-                await response.write_eof()
-            return response
-        finally:
-            if heartbeat is not None:
-                heartbeat.cancel()
-                with contextlib.suppress(asyncio.CancelledError, ConnectionResetError):
-                    await heartbeat
-            if stream is not None:
-                aclose = getattr(stream, "aclose", None)
-                if aclose is not None:
-                    with contextlib.suppress(Exception):
-                        await aclose()
-            self._metrics.open_streams.labels("http").dec()
-            self._metrics.calls.labels("http", method, outcome).inc()
-            log.info(
-                "call.end",
-                transport="http",
-                **log_fields,
-                outcome=outcome,
-                duration=round(time.monotonic() - started, 4),
-                state=str(last.state) if last else None,
-                aws_request_id=last.aws_request_id if last else None,
-            )
 
-    async def _heartbeat(self, response: web.StreamResponse) -> None:
+    async def _heartbeat(self, response: web.StreamResponse, clock: Clock) -> None:
         """An SSE comment every interval: no event to EventSource, but bytes on an idle line.
         Each write is one whole frame, so it cannot split an event being sent."""
         while True:
-            await self._core.clock.sleep(self._heartbeat_seconds)
+            await clock.sleep(self._heartbeat_seconds)
             await response.write(b": keep-alive\n\n")
 
     # -- health, metrics, description ----------------------------------------------------------
@@ -319,7 +272,8 @@ def _wants_sse(request: web.Request) -> bool:
     return any(SSE in part for part in request.headers.getall("Accept", []))
 
 
-def _deadline(request: web.Request, clock: Clock) -> float | None:
+def _timeout(request: web.Request) -> float | None:
+    """Seconds of the caller's `Grpc-Timeout`, or None without one."""
     raw = request.headers.get("Grpc-Timeout")
     if raw is None:
         return None
@@ -328,7 +282,7 @@ def _deadline(request: web.Request, clock: Clock) -> float | None:
         raise InvalidArgument(
             [FieldViolation("Grpc-Timeout", "must be 1-8 digits and a unit H, M, S, m, u or n")]
         )
-    return clock.monotonic() + int(match.group(1)) * _TIMEOUT_UNITS[match.group(2)]
+    return int(match.group(1)) * _TIMEOUT_UNITS[match.group(2)]
 
 
 async def _read_json_body(request: web.Request, seconds: float | None) -> dict[str, str]:

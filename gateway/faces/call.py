@@ -1,0 +1,309 @@
+"""The one call wrapper every face runs: who, what, may they, deadline, the core, errors, log.
+
+A face reads its wire into an `Ask` and renders what comes back; everything between is here,
+once, so the faces cannot drift apart:
+
+    async with calls.open("StopServer", server=..., account=..., region=...) as call:
+        try:
+            async for update in call.stream(STOP, ask, who=..., timeout=...):
+                ... render the update ...
+        except Exception as exc:
+            ... render call.failed(exc) ...
+
+`open` counts the call (calls by face/method/outcome, open streams) and writes `call.start` and
+`call.end`, with the same fields on every face. `admit` (and `stream`, which admits then runs
+an operation) takes the steps in one order: who is calling (the face's `who`), validation of
+the Ask, may they act on that account, the deadline (the face's `timeout`). A unary face calls
+a core read after `admit` and notes its reply with `replied`. `failed` maps anything raised to
+the one error table (a bug is logged whole and becomes INTERNAL) and records the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import structlog
+
+from gateway.core.operation import Operation
+from gateway.core.operations import Core, Reply
+from gateway.core.validation import validate_account, validate_target
+from gateway.domain import BucketKey, StateUpdate, Target
+from gateway.errors import ErrorKind, GatewayError
+from gateway.faces.auth import Access, Caller
+from gateway.observability import Metrics
+
+log = structlog.get_logger(__name__)
+
+#: The outcome of a call whose caller went away (an HTTP client hanging up, a gRPC cancel).
+CANCELLED = "CANCELLED"
+#: How much of a raw field the log quotes: a 10 kB field must not make a 10 kB log line.
+_SHOWN = {"server": 40, "account": 20, "region": 40}
+
+
+@dataclass(frozen=True)
+class Ask:
+    """What a face read off its wire, unchecked. `server_id` None: a call that names no
+    server (ListServers). Empty account or region: the gateway's defaults."""
+
+    server_id: str | None
+    account_id: str = ""
+    region: str = ""
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A call past every check: where it acts, and its deadline on the core's clock."""
+
+    key: BucketKey
+    target: Target | None
+    deadline: float | None
+
+
+#: How a face learns who is calling (gRPC metadata, the HTTP middleware's Caller, ...).
+Who = Callable[[Access], Caller]
+#: Seconds the caller gave the call, or None for no deadline; may raise InvalidArgument.
+Timeout = Callable[[], float | None]
+
+
+class Calls:
+    """Opens the calls of one face: its name (metrics, logs), how it spells the request's
+    fields in errors, and the core and access rules every call goes through."""
+
+    def __init__(
+        self,
+        face: str,
+        core: Core,
+        metrics: Metrics,
+        access: Access | None = None,
+        *,
+        field_names: tuple[str, str, str] = ("server_id", "account_id", "region"),
+    ) -> None:
+        self.face = face
+        self.core = core
+        self.metrics = metrics
+        #: Who may call (faces.auth); None: anyone, on any account (tests of the core alone).
+        self.access = access
+        self.field_names = field_names
+
+    def open(
+        self,
+        method: str,
+        *,
+        server: str = "",
+        account: str = "",
+        region: str = "",
+        streaming: bool = True,
+    ) -> Call:
+        """One call of `method`, with the raw fields known when it starts (for `call.start`).
+        `streaming`: counted in the open-streams gauge while it runs."""
+        return Call(self, method, server=server, account=account, region=region, stream=streaming)
+
+
+class Call:
+    """One call: its log fields, its outcome, and the steps every face runs in the same order.
+    Use it as an async context manager (`Calls.open`)."""
+
+    def __init__(
+        self, calls: Calls, method: str, *, server: str, account: str, region: str, stream: bool
+    ) -> None:
+        self._calls = calls
+        self._streaming = stream
+        self.method = method
+        self.fields: dict[str, Any] = {
+            "method": method,
+            "face": calls.face,
+            "server": server[: _SHOWN["server"]] or None,
+            "account": account[: _SHOWN["account"]] or None,
+            "region": region[: _SHOWN["region"]] or None,
+            "caller": None,
+        }
+        #: "OK" until something decides otherwise: a gRPC status code name, or CANCELLED.
+        self.outcome = "OK"
+        self._decided = False
+        self._started = 0.0
+        self._last: StateUpdate | None = None
+        self._budget_wait = 0.0
+        self._aws_request_id: str | None = None
+        self._streams: list[AsyncGenerator[StateUpdate, None]] = []
+
+    # -- the frame: metrics and the two log lines ---------------------------------------------
+    async def __aenter__(self) -> Call:
+        self._started = time.monotonic()
+        if self._streaming:
+            self._calls.metrics.open_streams.labels(self._calls.face).inc()
+        log.info("call.start", **self.fields)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if exc is not None and not self._decided:
+                self.failed(exc, reraise=False)
+            for stream in self._streams:
+                # The core learns at once that this caller left (the last one cancels its
+                # flight), not whenever the generator is collected.
+                await stream.aclose()
+        finally:
+            calls = self._calls
+            if self._streaming:
+                calls.metrics.open_streams.labels(calls.face).dec()
+            calls.metrics.calls.labels(calls.face, self.method, self.outcome).inc()
+            last = self._last
+            log.info(
+                "call.end",
+                **self.fields,
+                outcome=self.outcome,
+                duration=round(time.monotonic() - self._started, 4),
+                budget_wait=round(last.budget_wait if last else self._budget_wait, 4),
+                state=str(last.state) if last else None,
+                aws_request_id=(last.aws_request_id if last else None) or self._aws_request_id,
+            )
+
+    # -- outcomes ---------------------------------------------------------------------------------
+    def failed(self, exc: BaseException, *, reraise: bool = True) -> GatewayError:
+        """Record `exc` as the call's outcome and return the error to render: a GatewayError
+        as it is, anything else (a bug) logged whole and answered INTERNAL. A caller that went
+        away (cancelled, connection reset) is CANCELLED and re-raised: there is nobody to
+        answer."""
+        if isinstance(exc, asyncio.CancelledError | GeneratorExit | ConnectionResetError):
+            self.decide(CANCELLED)
+            if reraise:
+                raise exc
+            return GatewayError(ErrorKind.CANCELLED, "the caller went away")
+        if isinstance(exc, GatewayError):
+            self.decide(exc.kind.grpc_code.name)
+            self._aws_request_id = self._aws_request_id or exc.metadata.get("aws_request_id")
+            return exc
+        if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: not ours to map
+            self.decide(CANCELLED)
+            if reraise:
+                raise exc
+            return GatewayError(ErrorKind.CANCELLED, "interrupted")
+        self.decide("INTERNAL")
+        log.error("call.bug", **self.fields, exc_info=exc)
+        return GatewayError(ErrorKind.INTERNAL, "internal error in the gateway")
+
+    def decide(self, outcome: str) -> None:
+        """Set the outcome, once: the first decision stands (a gRPC abort that follows an
+        error, or a reset while sending it, does not overwrite it)."""
+        if not self._decided:
+            self.outcome = outcome
+            self._decided = True
+
+    # -- the steps ------------------------------------------------------------------------------
+    def admit(self, ask: Ask, *, who: Who, timeout: Timeout | None = None) -> Admitted:
+        """Who is calling, then what (validation), then may they act on it, then the deadline:
+        a caller that may not act learns nothing of field rules, and nothing here spends
+        budget or calls AWS. Raises GatewayError."""
+        return self._admit(self._who(who), ask, timeout)
+
+    def _who(self, who: Who) -> Caller | None:
+        access = self._calls.access
+        caller = who(access) if access is not None else None
+        if caller is not None:
+            self.fields["caller"] = caller.name
+        return caller
+
+    def _admit(self, caller: Caller | None, ask: Ask, timeout: Timeout | None) -> Admitted:
+        calls = self._calls
+        core = calls.core
+        self.fields.update(
+            server=(ask.server_id or "")[: _SHOWN["server"]] or None,
+            account=ask.account_id[: _SHOWN["account"]] or None,
+            region=ask.region[: _SHOWN["region"]] or None,
+        )
+        settings = core.settings
+        target: Target | None = None
+        if ask.server_id is None:
+            key = validate_account(
+                ask.account_id,
+                ask.region,
+                default_account=settings.default_account,
+                default_region=settings.default_region,
+                field_names=calls.field_names[1:],
+                extra_regions=settings.extra_regions,
+            )
+        else:
+            target = validate_target(
+                ask.server_id,
+                ask.account_id,
+                ask.region,
+                default_account=settings.default_account,
+                default_region=settings.default_region,
+                field_names=calls.field_names,
+                extra_regions=settings.extra_regions,
+            )
+            key = target.bucket
+        self.fields.update(account=key.account_id, region=key.region)
+        if calls.access is not None and caller is not None:
+            calls.access.authorize(caller, target or key)
+        remaining = timeout() if timeout is not None else None
+        deadline = None if remaining is None else core.clock.monotonic() + remaining
+        return Admitted(key, target, deadline)
+
+    def stream(
+        self,
+        operation: Operation,
+        ask: Ask | Callable[[], Awaitable[Ask]],
+        *,
+        who: Who,
+        timeout: Timeout | None = None,
+    ) -> AsyncIterator[StateUpdate]:
+        """Admit the call (who, then the Ask, read now when it is a coroutine such as an HTTP
+        body, then the rest of `admit`), then stream the core's updates of `operation`. Errors
+        come out as GatewayError (a bug in the core as INTERNAL, logged); a face's own wire
+        errors (raised by reading the Ask) come out as they are. Closed when the call ends."""
+
+        async def admitted() -> Admitted:
+            caller = self._who(who)
+            read = ask if isinstance(ask, Ask) else await ask()
+            return self._admit(caller, read, timeout)
+
+        return self._keep(self._updates(operation, admitted))
+
+    def updates(self, operation: Operation, admitted: Admitted) -> AsyncIterator[StateUpdate]:
+        """The core's updates of `operation` for a call already admitted (see `stream`)."""
+
+        async def given() -> Admitted:
+            return admitted
+
+        return self._keep(self._updates(operation, given))
+
+    def replied(self, reply: Reply) -> Reply:
+        """Note a core read's budget wait and AWS request id for `call.end`; return it."""
+        self._budget_wait = reply.budget_wait
+        self._aws_request_id = reply.aws_request_id or None
+        return reply
+
+    def _keep(self, stream: AsyncGenerator[StateUpdate, None]) -> AsyncGenerator[StateUpdate, None]:
+        self._streams.append(stream)
+        return stream
+
+    async def _updates(
+        self, operation: Operation, admit: Callable[[], Awaitable[Admitted]]
+    ) -> AsyncGenerator[StateUpdate, None]:
+        admitted = await admit()
+        if admitted.target is None:
+            raise GatewayError(ErrorKind.INTERNAL, f"{operation.name} needs a server")
+        updates = self._calls.core.run(operation, admitted.target, deadline=admitted.deadline)
+        try:
+            async for update in updates:
+                self._last = update
+                yield update
+        except GatewayError:
+            raise
+        except Exception as exc:
+            raise self.failed(exc) from exc
+        finally:
+            aclose = getattr(updates, "aclose", None)
+            if aclose is not None:
+                await aclose()
