@@ -80,7 +80,7 @@ def fake(clock: ManualClock) -> FakeUpstream:
 @pytest.fixture
 async def core_factory(clock: ManualClock, fake: FakeUpstream) -> AsyncIterator[CoreFactory]:
     """Build Cores on the test's clock and fake: `core_factory(settings=None, seed=0, **kw)`
-    (kw go to Core, e.g. stop_lock). Each is closed after the test."""
+    (kw go to Core, e.g. leases). Each is closed after the test."""
     rigs: list[CoreRig] = []
 
     def make(settings: CoreSettings | None = None, **kwargs: Any) -> CoreRig:
