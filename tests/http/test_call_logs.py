@@ -12,7 +12,7 @@ import structlog
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from gateway.app import GatewayApp
-from tests.http.conftest import base_url
+from tests.support.http_helpers import base_url
 
 MISSING = "s-0000000000000000a"
 #: What every face's call.end carries (docs/architecture.md, "The path of one call").
