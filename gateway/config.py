@@ -427,6 +427,16 @@ class CallerSettings:
     #: AWS-style access keys for the AWS-compatible endpoint (SigV4), each bound to one of the
     #: caller's accounts.
     aws_keys: tuple[AwsKeySettings, ...] = ()
+    #: New calls a second this caller may open (every face together), apart from AWS's budget;
+    #: beyond it a call is refused at once (RESOURCE_EXHAUSTED, reason CALLER_LIMITED). Empty:
+    #: no limit.
+    call_rate: float | None = None
+    #: New calls the caller may open at once before call_rate applies; empty: call_rate rounded
+    #: up (at least 1).
+    call_burst: int | None = None
+    #: Calls (streams, and AWS-compatible calls) this caller may hold open at once; empty: no
+    #: limit.
+    max_streams: int | None = None
 
     def __post_init__(self) -> None:
         _check(self, "name", bool(self.name.strip()), "must not be empty")
@@ -444,6 +454,14 @@ class CallerSettings:
             if ALL_ACCOUNTS not in self.accounts and k.account not in self.accounts
         ]
         _check(self, "aws_keys", not outside, f"keys for accounts outside `accounts`: {outside}")
+        _check(self, "call_rate", self.call_rate is None or self.call_rate > 0, "must be > 0")
+        _check(
+            self,
+            "call_burst",
+            self.call_burst is None or (self.call_burst >= 1 and self.call_rate is not None),
+            "must be >= 1, with call_rate",
+        )
+        _check(self, "max_streams", self.max_streams is None or self.max_streams >= 1, ">= 1")
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,19 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        # Per caller: callers are configured (plus "anonymous"), so the label set is bounded.
+        self.caller_calls = Counter(
+            "transfer_gateway_caller_calls",
+            "New calls per caller: admitted, or refused by its call_rate or max_streams.",
+            ["caller", "outcome"],
+            registry=r,
+        )
+        self.caller_open_calls = Gauge(
+            "transfer_gateway_caller_open_calls",
+            "Calls open now per caller with limits (what max_streams caps).",
+            ["caller"],
+            registry=r,
+        )
         self.limiter_state = Gauge(
             "transfer_gateway_limiter_state",
             "The limiter's budget store, one-hot by state: ok; degraded (Redis unreachable, local"
