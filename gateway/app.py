@@ -51,6 +51,7 @@ from gateway.faces.http import (
 from gateway.faces.introspection import NOT_SERVING, SERVING
 from gateway.faces.sigv4 import Verifier, issued_keys
 from gateway.limiting import Bucket, FallbackBuckets, LocalBuckets, QueuedLimiter, RedisBuckets
+from gateway.limiting.callers import CallerLimits
 from gateway.limiting.redis import fail_fast_client
 from gateway.observability import MAX_BUCKET_SERIES, BucketSeries, Metrics
 from gateway.startup import StartupError, listening
@@ -90,6 +91,9 @@ class GatewayApp:
         #: The accounts served; in emulator mode with none listed, any account (as always).
         self.accounts = Accounts(settings.accounts, budget, open=settings.upstream == "emulator")
         self.access = Access(settings.auth, self.accounts, mtls=bool(settings.tls.client_ca_file))
+        #: The edge limits per caller, one set for every face (so a caller's rate counts its
+        #: gRPC, HTTP and AWS-compatible calls together).
+        self.caller_limits = CallerLimits(settings.auth.callers, self.metrics)
         self.sessions: AccountSessions | None = None
         #: With limiter = "redis": the client (shared by buckets and leases), the buckets
         #: that survive its outages, and the task that probes it (see _watch_budget_store).
@@ -197,7 +201,8 @@ class GatewayApp:
         await self._start_http(self.core)
         self._server = grpc.aio.server(options=server_options(s.grpc_keepalive))
         self._health = add_services(
-            self._server, TransferGatewayService(self.core, self.metrics, self.access)
+            self._server,
+            TransferGatewayService(self.core, self.metrics, self.access, self.caller_limits),
         )
         grpc_address = f"{s.grpc_host}:{s.grpc_port}"
         with listening("gRPC", s.grpc_host, s.grpc_port, probe=True):
@@ -329,6 +334,7 @@ class GatewayApp:
             heartbeat_seconds=s.sse_heartbeat_seconds,
             access=self.access,
             body_timeout_seconds=s.http_body_timeout_seconds,
+            limits=self.caller_limits,
         ).add_routes(app)
         AwsApi(
             core,
@@ -339,6 +345,7 @@ class GatewayApp:
             access=self.access,
             verifier=Verifier(issued_keys(s.auth).values(), self.clock.wall),
             body_timeout_seconds=s.http_body_timeout_seconds,
+            limits=self.caller_limits,
         ).add_routes(app)
         # handler_cancellation: a caller that hangs up cancels its handler, so its share of a
         # watch is dropped at once rather than at the next write.

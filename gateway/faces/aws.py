@@ -20,6 +20,7 @@ from gateway.faces import sigv4
 from gateway.faces.auth import ANONYMOUS, TWO_AUTHORIZATIONS, Access, Caller, peer_common_name
 from gateway.faces.bodies import BodyError, BodyProblem, read_body
 from gateway.faces.call import Admitted, Ask, Call, Calls
+from gateway.limiting.callers import CallerLimits
 from gateway.observability import Metrics
 
 #: Transfer's inputs are a few short fields; aiohttp's own default limit, and the emulator's.
@@ -73,11 +74,12 @@ class AwsApi:
         access: Access | None = None,
         verifier: sigv4.Verifier | None = None,
         body_timeout_seconds: float | None = None,
+        limits: CallerLimits | None = None,
     ) -> None:
         #: How long a request body may take to arrive (None: as long as it likes).
         self._body_timeout = body_timeout_seconds
         self._core = core
-        self._calls = Calls("aws", core, metrics, access)
+        self._calls = Calls("aws", core, metrics, access, limits=limits)
         self._access_keys = dict(access_keys)
         self._emulator_mode = emulator_mode
         self._max_wait = max_wait_seconds
@@ -111,7 +113,7 @@ class AwsApi:
                 body = protocol.parse_body(raw)
                 # AWS's own wording for a bad ServerId, before the gateway's checks.
                 server_id = protocol.server_id_of(body) if name != "ListServers" else ""
-                admitted = call.admit(
+                admitted = await call.admit(
                     Ask(server_id or None, account, region),
                     who=lambda access: caller,
                     timeout=self._timeout,

@@ -35,6 +35,7 @@ from gateway.core.validation import validate_account, validate_target
 from gateway.domain import BucketKey, StateUpdate, Target
 from gateway.errors import ErrorKind, GatewayError
 from gateway.faces.auth import Access, Caller
+from gateway.limiting.callers import CallerLimits, Slot
 from gateway.observability import Metrics
 
 log = structlog.get_logger(__name__)
@@ -82,6 +83,7 @@ class Calls:
         access: Access | None = None,
         *,
         field_names: tuple[str, str, str] = ("server_id", "account_id", "region"),
+        limits: CallerLimits | None = None,
     ) -> None:
         self.face = face
         self.core = core
@@ -89,6 +91,8 @@ class Calls:
         #: Who may call (faces.auth); None: anyone, on any account (tests of the core alone).
         self.access = access
         self.field_names = field_names
+        #: The edge limits per caller (rate of new calls, open calls), shared by every face.
+        self.limits = limits
 
     def open(
         self,
@@ -130,6 +134,8 @@ class Call:
         self._budget_wait = 0.0
         self._aws_request_id: str | None = None
         self._streams: list[AsyncGenerator[StateUpdate, None]] = []
+        #: The caller's hold on its open-call count (max_streams), released when the call ends.
+        self._slot: Slot | None = None
 
     # -- the frame: metrics and the two log lines ---------------------------------------------
     async def __aenter__(self) -> Call:
@@ -153,6 +159,8 @@ class Call:
                 # flight), not whenever the generator is collected.
                 await stream.aclose()
         finally:
+            if self._slot is not None:
+                self._slot.release()
             calls = self._calls
             if self._streaming:
                 calls.metrics.open_streams.labels(calls.face).dec()
@@ -200,11 +208,14 @@ class Call:
             self._decided = True
 
     # -- the steps ------------------------------------------------------------------------------
-    def admit(self, ask: Ask, *, who: Who, timeout: Timeout | None = None) -> Admitted:
-        """Who is calling, then what (validation), then may they act on it, then the deadline:
-        a caller that may not act learns nothing of field rules, and nothing here spends
-        budget or calls AWS. Raises GatewayError."""
-        return self._admit(self._who(who), ask, timeout)
+    # `timeout` reads the caller's deadline (as for `stream`); admit itself never waits.
+    async def admit(self, ask: Ask, *, who: Who, timeout: Timeout | None = None) -> Admitted:  # noqa: ASYNC109
+        """Who is calling, then its limits, then what (validation), then may they act on it,
+        then the deadline: a caller that may not act learns nothing of field rules, and
+        nothing here spends budget or calls AWS. Raises GatewayError."""
+        caller = self._who(who)
+        await self._limit(caller)
+        return self._admit(caller, ask, timeout)
 
     def _who(self, who: Who) -> Caller | None:
         access = self._calls.access
@@ -212,6 +223,14 @@ class Call:
         if caller is not None:
             self.fields["caller"] = caller.name
         return caller
+
+    async def _limit(self, caller: Caller | None) -> None:
+        """The caller's edge limits (limiting/callers.py), right after it is known: over its
+        rate or its open calls it is refused at once (CALLER_LIMITED), before its request is
+        even read further, so a refusal costs nothing but a counter."""
+        limits = self._calls.limits
+        if limits is not None and caller is not None:
+            self._slot = await limits.admit(caller.name)
 
     def _admit(self, caller: Caller | None, ask: Ask, timeout: Timeout | None) -> Admitted:
         calls = self._calls
@@ -265,6 +284,7 @@ class Call:
 
         async def admitted() -> Admitted:
             caller = self._who(who)
+            await self._limit(caller)
             read = ask if isinstance(ask, Ask) else await ask()
             return self._admit(caller, read, timeout)
 

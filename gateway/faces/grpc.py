@@ -21,6 +21,7 @@ from gateway.faces.auth import Access, grpc_caller
 from gateway.faces.call import Ask, Calls
 from gateway.faces.introspection import HealthServicer, add_introspection
 from gateway.faces.messages import error_to_status, update_to_proto
+from gateway.limiting.callers import CallerLimits
 from gateway.observability import Metrics
 
 log = structlog.get_logger(__name__)
@@ -67,8 +68,14 @@ _Context = grpc.aio.ServicerContext[_Request, pb.ServerStateUpdate]
 class TransferGatewayService(pb_grpc.TransferGatewayServicer):
     """Each method: its operation, run through the call wrapper; updates and errors rendered."""
 
-    def __init__(self, core: Core, metrics: Metrics, access: Access | None = None) -> None:
-        self._calls = Calls("grpc", core, metrics, access)
+    def __init__(
+        self,
+        core: Core,
+        metrics: Metrics,
+        access: Access | None = None,
+        limits: CallerLimits | None = None,
+    ) -> None:
+        self._calls = Calls("grpc", core, metrics, access, limits=limits)
 
     async def StopServer(
         self, request: pb.StopServerRequest, context: _Context

@@ -28,6 +28,7 @@ from gateway.faces.bodies import BodyError, BodyProblem, parse_json, read_body
 from gateway.faces.call import Ask, Calls
 from gateway.faces.connections import raw_response
 from gateway.faces.messages import error_to_status, update_to_proto
+from gateway.limiting.callers import CallerLimits
 from gateway.observability import Metrics
 
 log = structlog.get_logger(__name__)
@@ -69,13 +70,14 @@ class HttpApi:
         heartbeat_seconds: float = 15.0,
         access: Access | None = None,
         body_timeout_seconds: float | None = None,
+        limits: CallerLimits | None = None,
     ) -> None:
         self._core = core
         #: How long a request body may take to arrive (None: as long as it likes).
         self._body_timeout = body_timeout_seconds
         #: The call wrapper; `access` says who may act on which account (gateway.faces.auth;
         #: the app's middleware authenticated the caller already). None: anyone, on any account.
-        self._calls = Calls("http", core, metrics, access, field_names=FIELD_NAMES)
+        self._calls = Calls("http", core, metrics, access, field_names=FIELD_NAMES, limits=limits)
         self._metrics = metrics
         self._readiness = readiness
         self._before_scrape = before_scrape

@@ -18,7 +18,7 @@ def _limits(*callers: CallerSettings) -> tuple[CallerLimits, Metrics]:
     return CallerLimits(callers, metrics), metrics
 
 
-async def _refusal(limits: CallerLimits, caller: str) -> GatewayError:
+async def _expect_refused(limits: CallerLimits, caller: str) -> GatewayError:
     with pytest.raises(GatewayError) as caught:
         await limits.admit(caller)
     return caught.value
@@ -31,7 +31,7 @@ class TestCallRate:
         limits, metrics = _limits(CallerSettings("noisy", call_rate=SLOW, call_burst=3))
         for _ in range(3):
             (await limits.admit("noisy")).release()
-        refused = await _refusal(limits, "noisy")
+        refused = await _expect_refused(limits, "noisy")
         assert refused.kind is ErrorKind.CALLER_LIMITED
         assert refused.metadata == {"caller": "noisy", "limit": "call_rate"}
         assert refused.retry_after == pytest.approx(1 / SLOW)
@@ -46,7 +46,7 @@ class TestCallRate:
             CallerSettings("free"),
         )
         await limits.admit("noisy")
-        await _refusal(limits, "noisy")
+        await _expect_refused(limits, "noisy")
         for _ in range(5):
             await limits.admit("quiet")
         for _ in range(50):
@@ -57,7 +57,7 @@ class TestCallRate:
         limits, _ = _limits(CallerSettings("c", call_rate=2.5))
         for _ in range(3):
             await limits.admit("c")
-        await _refusal(limits, "c")
+        await _expect_refused(limits, "c")
 
 
 class TestOpenCalls:
@@ -67,21 +67,21 @@ class TestOpenCalls:
         limits, metrics = _limits(CallerSettings("w", max_streams=2))
         first = await limits.admit("w")
         await limits.admit("w")
-        refused = await _refusal(limits, "w")
+        refused = await _expect_refused(limits, "w")
         assert refused.metadata["limit"] == "max_streams"
         assert metrics.caller_open_calls.labels("w")._value.get() == 2
         first.release()
         first.release()
         assert limits.open_calls("w") == 1
         await limits.admit("w")
-        await _refusal(limits, "w")
+        await _expect_refused(limits, "w")
 
     async def test_a_refused_call_takes_no_rate(self) -> None:
         """A call refused for max_streams does not use up the caller's rate."""
         limits, _ = _limits(CallerSettings("w", call_rate=SLOW, call_burst=2, max_streams=1))
         slot = await limits.admit("w")
         for _ in range(5):
-            await _refusal(limits, "w")
+            await _expect_refused(limits, "w")
         slot.release()
         await limits.admit("w")  # the second call of the burst, still there
 
