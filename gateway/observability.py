@@ -9,7 +9,24 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
+
+#: Seconds a call may take, from a refused request (milliseconds) to a real server's stop (AWS:
+#: "a couple of minutes") and a watch held for an hour.
+CALL_SECONDS_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600
+)  # fmt: skip
+#: The gRPC service the grpc_server_* series are about.
+GRPC_SERVICE = "transfer_gateway.v1.TransferGateway"
 
 #: Buckets whose tokens and rate factor /metrics shows (the most recently used): label
 #: cardinality stays bounded however many accounts callers name.
@@ -51,13 +68,99 @@ class BucketSeries:
     ceiling_per_second: float = 0.0
 
 
+@dataclass(frozen=True)
+class CallEnd:
+    """How one call went, for the call metrics."""
+
+    #: The status code name ("OK", "NOT_FOUND", ..., "CANCELLED").
+    code: str
+    seconds: float
+    streaming: bool = True
+    #: Seconds to the first update sent; None when none was.
+    first_update_seconds: float | None = None
+    #: (state, seconds) of the terminal update; None when the call ended before one.
+    terminal: tuple[str, float] | None = None
+    messages_sent: int = 0
+
+
+def _grpc_labels(method: str) -> tuple[str, str, str]:
+    # Every method of the gateway's service streams its updates (server streaming).
+    return ("server_stream", GRPC_SERVICE, method)
+
+
 class Metrics:
     """The gateway's Prometheus metrics, in a registry of their own so tests and several
     in-process gateways do not collide. Labels are bounded: no server ids, ever."""
 
     def __init__(self) -> None:
+        # No `*_created` series beside every counter and histogram: they double the series
+        # count and Prometheus' text format does not use them (prometheus-client's own switch;
+        # it is process-wide, as the client library's setting is).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         r = self.registry
+        # The standard process_* (CPU, memory, file descriptors, start time) and python_*
+        # (version, GC) series every Python exporter has.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self.call_seconds = Histogram(
+            "transfer_gateway_call_duration_seconds",
+            "Calls from their start to their end, by transport, method and status code.",
+            ["transport", "method", "code"],
+            buckets=CALL_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.first_update_seconds = Histogram(
+            "transfer_gateway_call_first_update_seconds",
+            "Streaming calls: from the call's start to its first update (what a caller waits"
+            " before it hears anything).",
+            ["transport", "method"],
+            buckets=CALL_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self.terminal_seconds = Histogram(
+            "transfer_gateway_call_terminal_seconds",
+            "Streaming calls that reached a terminal state: from the call's start to the"
+            " terminal update, by the state reached.",
+            ["transport", "method", "state"],
+            buckets=CALL_SECONDS_BUCKETS,
+            registry=r,
+        )
+        # The gRPC face, in the names every gRPC dashboard knows (go-grpc-prometheus,
+        # grpc-ecosystem's middleware): started, handled by code, messages, handling time.
+        grpc_labels = ["grpc_type", "grpc_service", "grpc_method"]
+        self.grpc_started = Counter(
+            "grpc_server_started",
+            "RPCs started on the server.",
+            grpc_labels,
+            registry=r,
+        )
+        self.grpc_handled = Counter(
+            "grpc_server_handled",
+            "RPCs completed on the server, by status code.",
+            [*grpc_labels, "grpc_code"],
+            registry=r,
+        )
+        self.grpc_msg_received = Counter(
+            "grpc_server_msg_received",
+            "Messages received on the server (one request per call).",
+            grpc_labels,
+            registry=r,
+        )
+        self.grpc_msg_sent = Counter(
+            "grpc_server_msg_sent",
+            "Messages (state updates) sent by the server.",
+            grpc_labels,
+            registry=r,
+        )
+        self.grpc_handling_seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "RPCs from their start to their end on the server.",
+            grpc_labels,
+            buckets=CALL_SECONDS_BUCKETS,
+            registry=r,
+        )
         self.calls = Counter(
             "transfer_gateway_calls",
             "Calls answered, by transport, method and status code.",
@@ -153,6 +256,34 @@ class Metrics:
             ["backend", "state"],
             registry=r,
         )
+
+    def call_started(self, transport: str, method: str, streaming: bool) -> None:
+        """A call began (the call wrapper's frame)."""
+        if streaming:
+            self.open_streams.labels(transport).inc()
+        if transport == "grpc":
+            labels = _grpc_labels(method)
+            self.grpc_started.labels(*labels).inc()
+            self.grpc_msg_received.labels(*labels).inc()
+
+    def call_ended(self, transport: str, method: str, ended: CallEnd) -> None:
+        """A call ended: counts, durations (to the end, to the first update, to the terminal
+        update) and, on the gRPC face, the grpc_server_* series."""
+        if ended.streaming:
+            self.open_streams.labels(transport).dec()
+        self.calls.labels(transport, method, ended.code).inc()
+        self.call_seconds.labels(transport, method, ended.code).observe(ended.seconds)
+        if ended.first_update_seconds is not None:
+            self.first_update_seconds.labels(transport, method).observe(ended.first_update_seconds)
+        if ended.terminal is not None:
+            state, seconds = ended.terminal
+            self.terminal_seconds.labels(transport, method, state).observe(seconds)
+        if transport == "grpc":
+            labels = _grpc_labels(method)
+            self.grpc_handled.labels(*labels, ended.code).inc()
+            self.grpc_handling_seconds.labels(*labels).observe(ended.seconds)
+            if ended.messages_sent:
+                self.grpc_msg_sent.labels(*labels).inc(ended.messages_sent)
 
     def set_limiter_state(self, backend: str, state: str) -> None:
         """The limiter's backend ("local" or "redis") and its state (see StoreState)."""

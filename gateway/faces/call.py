@@ -36,7 +36,7 @@ from gateway.domain import BucketKey, StateUpdate, Target
 from gateway.errors import ErrorKind, GatewayError
 from gateway.faces.auth import Access, Caller
 from gateway.limiting.callers import CallerLimits, Slot
-from gateway.observability import Metrics
+from gateway.observability import CallEnd, Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -136,12 +136,15 @@ class Call:
         self._streams: list[AsyncGenerator[StateUpdate, None]] = []
         #: The caller's hold on its open-call count (max_streams), released when the call ends.
         self._slot: Slot | None = None
+        #: Updates handed to the face, the time of the first, and the terminal one's.
+        self._sent = 0
+        self._first_update: float | None = None
+        self._terminal: tuple[str, float] | None = None
 
     # -- the frame: metrics and the two log lines ---------------------------------------------
     async def __aenter__(self) -> Call:
         self._started = time.monotonic()
-        if self._streaming:
-            self._calls.metrics.open_streams.labels(self._calls.face).inc()
+        self._calls.metrics.call_started(self._calls.face, self.method, self._streaming)
         log.info("call.start", **self.fields)
         return self
 
@@ -162,15 +165,25 @@ class Call:
             if self._slot is not None:
                 self._slot.release()
             calls = self._calls
-            if self._streaming:
-                calls.metrics.open_streams.labels(calls.face).dec()
-            calls.metrics.calls.labels(calls.face, self.method, self.outcome).inc()
+            duration = time.monotonic() - self._started
+            calls.metrics.call_ended(
+                calls.face,
+                self.method,
+                CallEnd(
+                    code=self.outcome,
+                    seconds=duration,
+                    streaming=self._streaming,
+                    first_update_seconds=self._first_update,
+                    terminal=self._terminal,
+                    messages_sent=self._sent,
+                ),
+            )
             last = self._last
             log.info(
                 "call.end",
                 **self.fields,
                 outcome=self.outcome,
-                duration=round(time.monotonic() - self._started, 4),
+                duration=round(duration, 4),
                 budget_wait=round(last.budget_wait if last else self._budget_wait, 4),
                 state=str(last.state) if last else None,
                 aws_request_id=(last.aws_request_id if last else None) or self._aws_request_id,
@@ -298,6 +311,16 @@ class Call:
 
         return self._keep(self._updates(operation, given))
 
+    def _note_sent(self, update: StateUpdate) -> None:
+        """For the call metrics: how many updates, when the first, when the terminal one.
+        (Counted as the face takes each one to send.)"""
+        since = time.monotonic() - self._started
+        self._sent += 1
+        if self._first_update is None:
+            self._first_update = since
+        if update.terminal and self._terminal is None:
+            self._terminal = (str(update.state), since)
+
     def replied(self, reply: Reply) -> Reply:
         """Note a core read's budget wait and AWS request id for `call.end`; return it."""
         self._budget_wait = reply.budget_wait
@@ -318,6 +341,7 @@ class Call:
         try:
             async for update in updates:
                 self._last = update
+                self._note_sent(update)
                 yield update
         except GatewayError:
             raise
