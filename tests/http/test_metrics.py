@@ -4,8 +4,12 @@ and no `_created` series."""
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+
 import aiohttp
 import grpc
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
@@ -113,3 +117,30 @@ class TestMetrics:
             assert expected in names
         assert not [n for n in names if n.endswith("_created")]
         assert "_created" not in text
+
+    @pytest.mark.skipif(
+        shutil.which("promtool") is None,
+        reason="no promtool (Debian's prometheus package; .ci/run installs it)",
+    )
+    async def test_promtool_finds_nothing_to_lint(
+        self, gateway: GatewayApp, client: aiohttp.ClientSession
+    ) -> None:
+        """Prometheus' own linter (`promtool check metrics`) passes the exposition after calls
+        on every face, success and failure, have filled it."""
+        assert gateway.emulator is not None
+        (server_id,) = gateway.emulator.create_servers(1)
+        await _grpc_stop(gateway, server_id)
+        await _grpc_stop(gateway, MISSING)
+        async with client.post(f"{base_url(gateway)}/v1/servers/{MISSING}:stop") as response:
+            assert response.status == 404
+        text, _ = await _scrape(client, gateway)
+        promtool = await asyncio.create_subprocess_exec(
+            "promtool",
+            "check",
+            "metrics",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(promtool.communicate(text.encode()), 60)
+        assert promtool.returncode == 0, out.decode()
