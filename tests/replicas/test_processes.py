@@ -29,7 +29,9 @@ from tests.support.grpc_helpers import collect, states
 from tests.support.redis_server import RedisServer, free_port, private_redis
 from tests.support.waiting import eventually, eventually_blocking
 
-pytestmark = [pytest.mark.slow, pytest.mark.redis]
+# The module's cluster (Redis, an emulator and three gateway processes) starts in the first
+# test's setup, which pytest-timeout counts: each process may take up to 30 s to start.
+pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.timeout(300)]
 
 RATE, BURST = 3.0, 3
 QUOTA_RATE, QUOTA_BURST = 4.0, 6
