@@ -13,18 +13,6 @@ from tests.support.core import CoreRig, read, settle
 from tests.support.fake_upstream import targets
 
 
-async def _close(rig: CoreRig, grace: float = 0.0, *, limit: float = 60.0) -> None:
-    """Close the core, moving the clock while it drains."""
-    closing = asyncio.ensure_future(rig.core.close(grace))
-    spent = 0.0
-    await settle()
-    while not closing.done():
-        assert spent < limit, f"the core did not close within {limit} s on the clock"
-        await rig.advance(0.5, step=0.5)
-        spent += 0.5
-    await closing
-
-
 class TestDrain:
     """close(grace) ends every open stream the same way, whatever its stage."""
 
@@ -40,7 +28,7 @@ class TestDrain:
         await rig.advance(5.0)
         assert all(s.states[-1] is ServerState.STOPPING for s in streams)
         seen = [len(s.updates) for s in streams]
-        await _close(rig)
+        await rig.drain()
         await settle()
         for stream, before in zip(streams, seen, strict=True):
             assert len(stream.updates) == before + 1
@@ -59,7 +47,7 @@ class TestDrain:
         """After close, a new stop is refused with SHUTTING_DOWN before any upstream call."""
         (target,) = targets(1)
         rig.fake.add_server(target)
-        await _close(rig)
+        await rig.drain()
         late = read(rig.core.stop(target))
         await settle()
         assert late.error is not None
@@ -95,7 +83,7 @@ class TestDrain:
         stream = read(rig.core.stop(target))
         await settle()
         started = rig.clock.monotonic()
-        await _close(rig, grace=30.0)
+        await rig.drain(grace=30.0)
         assert stream.ended == "ok"
         assert stream.states[-1] is ServerState.OFFLINE
         assert rig.clock.monotonic() - started < 30.0

@@ -141,20 +141,25 @@ class CoreRig:
             await self.advance(step, step=step)
             spent += step
 
-    async def close(self, *, limit: float = 600.0) -> None:
-        """Close the core, moving the clock while it drains (an upstream call in flight ends
-        on the clock); fail if it has not closed after `limit` clock seconds."""
-        closing = asyncio.ensure_future(self.core.close())
+    async def drain(self, grace: float = 0.0, *, limit: float = 600.0, step: float = 0.5) -> None:
+        """Core.close(grace), moving the clock while it drains (the grace, and an upstream
+        call in flight, end on the clock); fail if it has not closed after `limit` clock
+        seconds."""
+        closing = asyncio.ensure_future(self.core.close(grace))
         spent = 0.0
         await settle()
         while not closing.done():
             if spent >= limit:
                 closing.cancel()
                 raise AssertionError(f"the core did not close within {limit} s on the clock")
-            await self.clock.advance(1.0)
+            await self.clock.advance(step)
             await settle()
-            spent += 1.0
+            spent += step
         await closing
+
+    async def close(self) -> None:
+        """Drain the core, then close the limiter and the fake (the fixture's teardown)."""
+        await self.drain()
         await self.limiter.close()
         await self.fake.close()
 
