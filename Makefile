@@ -48,9 +48,9 @@ proto: setup
 proto-check: setup
 	@tmp=$$(mktemp -d) && cp -r $(PROTO_OUT) $$tmp/before && \
 	$(MAKE) -s proto >/dev/null && \
-	if ! diff -r $$tmp/before $(PROTO_OUT) >/dev/null; then \
+	if ! diff -r -x __pycache__ $$tmp/before $(PROTO_OUT) >/dev/null; then \
 		echo "generated protobuf code is out of date: run 'make proto' and commit"; \
-		diff -r $$tmp/before $(PROTO_OUT) | head -20; rm -rf $$tmp; exit 1; fi; rm -rf $$tmp
+		diff -r -x __pycache__ $$tmp/before $(PROTO_OUT) | head -20; rm -rf $$tmp; exit 1; fi; rm -rf $$tmp
 
 $(BUF): tools/buf/package.json tools/buf/package-lock.json
 	npm ci --prefix tools/buf --no-audit --no-fund --silent
