@@ -4,7 +4,7 @@ A gateway child is given its emulator's URL (`endpoint_url`) by bench._support.c
 runs the emulator in a child of its own; without one it embeds an emulator.
 
 Run by bench._support.child: `python -m bench._serve MODE JSON` (with BENCH_PROFILE=path set,
-the child writes cProfile stats there when it stops). It makes the servers asked for
+the child writes cProfile stats to path.MODE when it stops). It makes the servers asked for
 directly (before listening, so no quota is spent and nothing is counted), prints one JSON line
 with its ports and server ids, and serves until SIGTERM.
 """
@@ -107,6 +107,7 @@ if __name__ == "__main__":
 
         with cProfile.Profile() as profiler:
             asyncio.run(main(sys.argv[1], json.loads(sys.argv[2])))
-        profiler.dump_stats(profile_to)
+        # One file per child (a gateway benchmark runs a gateway and an emulator child).
+        profiler.dump_stats(f"{profile_to}.{sys.argv[1]}")
     else:
         asyncio.run(main(sys.argv[1], json.loads(sys.argv[2])))

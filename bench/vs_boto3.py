@@ -107,7 +107,8 @@ async def run(servers: int) -> int:
         f" {users['failed_after_botocore_retries']} calls failed after botocore's retries",
         flush=True,
     )
-    gateway = await gateway_stops(servers, 10.0, 2.0)
+    gateway = await gateway_stops(servers, rate=10.0, burst=10, emulator=QUOTA)
+    gateway.pop("call_log")
     print(
         f"gateway:       {gateway['ok']}/{servers} OFFLINE in {gateway['seconds']:.1f} s;"
         f" upstream {gateway['upstream_calls']} calls {gateway['calls']},"

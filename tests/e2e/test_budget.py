@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import grpc
 from google.rpc import error_details_pb2
 
@@ -54,6 +55,19 @@ class TestUpstreamQuotaBelowOurRate:
         # Exactly one StopServer per server went through; the rest were the throttled tries.
         answered = app.emulator.calls("StopServer") - app.emulator.throttled("StopServer")
         assert answered == len(first) + len(second)
+        # The learned ceiling is in /metrics: near AWS's 4/s, far under the configured 20/s.
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{app.http_port}/metrics") as response,
+        ):
+            text = await response.text()
+        (line,) = [
+            row
+            for row in text.splitlines()
+            if row.startswith("transfer_gateway_budget_learned_ceiling_per_second{")
+        ]
+        assert 'account="000000000000"' in line
+        assert 2.0 <= float(line.rsplit(" ", 1)[1]) <= 10.0
 
 
 class TestBoundedWaits:
