@@ -12,7 +12,7 @@ from gateway.clock import Clock
 from gateway.config import RetrySettings
 from gateway.core.pairs import Pairs
 from gateway.domain import BucketKey
-from gateway.errors import ErrorKind, UpstreamError
+from gateway.errors import ErrorKind, GatewayError, UpstreamError
 from gateway.limiting.base import Limiter, Priority
 
 _T = TypeVar("_T")
@@ -31,7 +31,11 @@ Observer = Callable[[str, str], None]
 class BudgetedCaller:
     """Pays each attempt from the budget: a retry is an upstream call like any other, so a
     hidden retry storm cannot happen. Throttling pauses and slows the account's bucket (AIMD);
-    500s and network failures back off with full jitter. No retry outlives the deadline."""
+    500s and network failures back off with full jitter. No retry outlives the deadline.
+
+    No attempt is sent once less than retry.send_margin_seconds is left before the deadline
+    (DEADLINE_EXCEEDED, nothing sent): checked before the budget wait, which must end by then
+    too, and again after it, right before the call."""
 
     def __init__(
         self,
@@ -91,11 +95,17 @@ class BudgetedCaller:
         waited = 0.0
         attempt = 0  # attempts that failed with a 500 or a network error
         throttled = 0  # attempts that AWS throttled: counted apart, see RetrySettings
+        # The last moment a call may leave: the budget wait is bounded by it, not the deadline.
+        latest = None if deadline is None else deadline - self._retry.send_margin_seconds
         while True:
+            self._in_time(key, operation, deadline, latest)
             waited += await self._limiter.acquire(
-                key, deadline=deadline, priority=priority, on_queued=on_queued
+                key, deadline=latest, priority=priority, on_queued=on_queued
             )
             on_queued = None  # only the first wait is news to the caller
+            # The wait may have ended late (a slow budget store): the token is spent, but a
+            # call the caller cannot hear back from is worse than a lost token.
+            self._in_time(key, operation, deadline, latest)
             try:
                 result = await attempt_once()
             except UpstreamError as exc:
@@ -111,7 +121,7 @@ class BudgetedCaller:
                     if attempt >= self._retry.max_attempts:
                         raise
                 delay = await self._backoff(key, exc, max(attempt, 1))
-                if deadline is not None and self._clock.monotonic() + delay > deadline:
+                if latest is not None and self._clock.monotonic() + delay > latest:
                     raise
                 log.info(
                     "upstream.retry",
@@ -128,6 +138,29 @@ class BudgetedCaller:
             self._note(operation, "ok")
             await self._limiter.succeeded(key)
             return result, waited
+
+    def _in_time(
+        self, key: BucketKey, operation: str, deadline: float | None, latest: float | None
+    ) -> None:
+        """Raise DEADLINE_EXCEEDED (nothing sent) unless a call may still leave now."""
+        if deadline is None or latest is None:
+            return
+        now = self._clock.monotonic()
+        if now < latest:  # latest <= deadline: the margin is never negative
+            return
+        left = max(0.0, deadline - now)
+        raise GatewayError(
+            ErrorKind.DEADLINE_EXCEEDED,
+            f"{operation} was not sent: {left:.3f}s left before the deadline, less than the"
+            f" {self._retry.send_margin_seconds:g}s needed to send it and hear back"
+            " (core.retry.send_margin_seconds)",
+            {
+                "account_id": key.account_id,
+                "region": key.region,
+                "operation": operation,
+                "call_sent": "no",
+            },
+        )
 
     async def _backoff(self, key: BucketKey, exc: UpstreamError, attempt: int) -> float:
         if exc.kind is ErrorKind.UPSTREAM_THROTTLED:

@@ -93,6 +93,12 @@ class _Flight:
         #: The operation's lease (see gateway.core.coordination) while this flight holds it.
         self._lease: str | None = None
         self._follower: asyncio.Task[None] | None = None
+        #: Where the operation's upstream call stands, for callers told of a deadline or a
+        #: drain (ErrorInfo `call_sent`): "no" (not sent: waiting for its lease or budget),
+        #: "in_flight" (sent, AWS has not answered: it may take effect), "yes" (AWS accepted
+        #: it), "refused" (AWS answered no), "unknown" (sent, no answer: a network failure),
+        #: "other_replica" (another replica holds the lease and sends it).
+        self.sent = "no"
 
     # -- publishing -------------------------------------------------------------------------
     def _update(self, state: ServerState, stage: Stage, *, terminal: bool = False) -> StateUpdate:
@@ -110,6 +116,21 @@ class _Flight:
     def _state(self) -> ServerState:
         latest = self.fanout.latest
         return latest.state if latest is not None else ServerState.UNKNOWN
+
+    def call_metadata(self) -> dict[str, str]:
+        """What a caller told of a deadline or a drain learns of the operation's call."""
+        meta = {"server_id": self.target.server_id}
+        if self.op.changes:
+            meta.update(operation=self.op.name, call_sent=self.sent)
+            if self.aws_request_id:
+                meta["aws_request_id"] = self.aws_request_id
+        return meta
+
+    @property
+    def unsent(self) -> bool:
+        """An operation whose call has not gone out (or got no answer and would be retried):
+        a drain ends it at once and never sends it."""
+        return self.op.changes and self.sent in ("no", "unknown")
 
     def _end(self, final: GatewayError | _End) -> None:
         self.fanout.finish(final)
@@ -151,6 +172,7 @@ class _Flight:
         if self._lease is None:
             # Another replica holds the lease and sends this server's call: follow it (the
             # watch below streams the same states) instead of a second upstream call.
+            self.sent = "other_replica"
             self.fanout.publish(self._update(ServerState.UNKNOWN, Stage.REQUESTED))
             self._follower = asyncio.create_task(
                 self._follow(deadline), name=f"follow {self.target.server_id}"
@@ -187,18 +209,37 @@ class _Flight:
         def queued() -> None:
             self.fanout.publish(self._update(ServerState.UNKNOWN, Stage.WAITING_FOR_BUDGET))
 
+        async def attempt() -> str:
+            # The last moment before the call leaves: a drain begun meanwhile (while this
+            # waited for its budget, say) means it never does (issue 11: queued stops were
+            # still sent during the grace). The BudgetedCaller has checked the deadline.
+            if core._closing:
+                raise self.not_sent_draining()
+            self.sent = "in_flight"
+            try:
+                request_id = await core.finish_even_if_draining(call(core.upstream, self.target))
+            except UpstreamError as exc:
+                self.sent = "unknown" if exc.kind is ErrorKind.UPSTREAM_UNAVAILABLE else "refused"
+                raise
+            self.sent = "yes"
+            return request_id
+
+        if self._follower is not None:
+            self.sent = "no"  # taking the lease over: this replica sends it now
         sent_at = core.clock.monotonic()
         try:
             self.aws_request_id, self.budget_wait = await core.caller.call(
                 self.target.bucket,
                 self.op.name,
-                lambda: core.finish_even_if_draining(call(core.upstream, self.target)),
+                attempt,
                 priority=Priority.CHANGE,
                 deadline=deadline,
                 on_queued=queued,
             )
-        except UpstreamError as exc:
-            if exc.kind not in self.op.look_on:
+        except GatewayError as exc:
+            if exc.kind is ErrorKind.DEADLINE_EXCEEDED:
+                exc.metadata.update(self.call_metadata())
+            if not isinstance(exc, UpstreamError) or exc.kind not in self.op.look_on:
                 raise
             # AWS refused: the server may already be there or on its way (AWS does not document
             # which answer StopServer gives then), so look before reporting a failure.
@@ -253,7 +294,17 @@ class _Flight:
                 ErrorKind.DEADLINE_EXCEEDED,
                 f"{self.target.server_id} did not reach a terminal state within"
                 f" {core.settings.watch.max_watch_seconds:g}s",
+                self.call_metadata(),
             ) from None
+
+    def not_sent_draining(self) -> GatewayError:
+        """SHUTTING_DOWN for callers of an operation whose call was not (and will not be) sent."""
+        return GatewayError(
+            ErrorKind.SHUTTING_DOWN,
+            f"the gateway is shutting down and the {self.op.name} of {self.target.server_id}"
+            f" was not sent ({self.sent}): call again (another replica) to have it sent",
+            {**self.call_metadata(), "state": str(self._state())},
+        )
 
     def _on_observation(self, item: Observation | GatewayError) -> None:
         if isinstance(item, GatewayError):
@@ -360,6 +411,17 @@ class Core:
             raise GatewayError(ErrorKind.SHUTTING_DOWN, "the gateway is shutting down")
         key = (operation.name, target)
         flight = self._flights.get(key)
+        if flight is None and deadline is not None and deadline <= self.clock.monotonic():
+            # Nothing can be done for a caller whose deadline has passed: no flight, no call.
+            meta = {"server_id": target.server_id}
+            if operation.changes:
+                meta.update(operation=operation.name, call_sent="no")
+            raise GatewayError(
+                ErrorKind.DEADLINE_EXCEEDED,
+                f"the deadline had passed before {operation.name} of {target.server_id} began:"
+                " nothing was sent",
+                meta,
+            )
         hold: Hold | None = None
         if flight is None and self.caller.pairs is not None:
             # A new pair beyond core.pairs.max_live is refused here, before any budget.
@@ -392,7 +454,7 @@ class Core:
         queue = flight.fanout.join()
         try:
             while True:
-                item = await self._next(queue, deadline, target)
+                item = await self._next(queue, deadline, flight)
                 if isinstance(item, _End):
                     return
                 if isinstance(item, GatewayError):
@@ -448,7 +510,7 @@ class Core:
         return Reply(payload, request_id, waited)
 
     async def _next(
-        self, queue: asyncio.Queue[_Item], deadline: float | None, target: Target
+        self, queue: asyncio.Queue[_Item], deadline: float | None, flight: _Flight
     ) -> _Item:
         if deadline is None:
             return await queue.get()
@@ -457,10 +519,13 @@ class Core:
             async with asyncio.timeout(max(0.0, remaining)):
                 return await queue.get()
         except TimeoutError:
+            # Say where the call stands: a caller must never take "deadline exceeded" for "not
+            # stopped" when the StopServer went out (call_sent yes or in_flight).
+            sent = f" ({flight.op.name}: {flight.sent})" if flight.op.changes else ""
             raise GatewayError(
                 ErrorKind.DEADLINE_EXCEEDED,
-                f"the deadline passed while watching {target.server_id}",
-                {"server_id": target.server_id},
+                f"the deadline passed while watching {flight.target.server_id}{sent}",
+                flight.call_metadata(),
             ) from None
 
     def _forget(self, flight: _Flight) -> None:
@@ -487,6 +552,18 @@ class Core:
         seconds to end on their own, then send each the last state seen and end it with
         SHUTTING_DOWN; upstream changes in flight are finished, every watcher stopped."""
         self._closing = True
+        # A call not sent yet is never sent now: its callers hear so at once, and its flight
+        # (waiting for budget, or between retries) ends, so a drain cannot go on sending the
+        # queued stops (issue 11: 8.2 s against a 5 s grace).
+        unsent = [f for f in self._flights.values() if f.unsent]
+        for flight in unsent:
+            flight.fanout.finish(flight.not_sent_draining())
+            if flight.task is not None:
+                flight.task.cancel()
+        for flight in unsent:
+            if flight.task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await flight.task
         if grace > 0 and self._flights:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
@@ -502,7 +579,7 @@ class Core:
                     ErrorKind.SHUTTING_DOWN,
                     f"the gateway is shutting down; {flight.target.server_id} was last seen"
                     f" {state}: call again (another replica) to keep following it",
-                    {"server_id": flight.target.server_id, "state": str(state)},
+                    {**flight.call_metadata(), "state": str(state)},
                 )
             )
             if flight.task is not None:

@@ -109,6 +109,15 @@ class QueuedLimiter:
         self._seen[key] = None
         start = self._clock.monotonic()
         rate, burst = self._rate_for(key)
+        if deadline is not None and start >= deadline:
+            # Even a token at hand cannot be used before a deadline that has passed: taking it
+            # here once sent StopServers whose callers had already been told "deadline
+            # exceeded" (issue 11).
+            raise BudgetExhausted(
+                f"the deadline for a token of {key} has passed: none taken",
+                retry_after=0.0,
+                metadata={"account_id": key.account_id, "region": key.region},
+            )
         queue = self._queues.get(key)
         if queue is None:
             # Nobody is waiting: try the bucket directly, the common case costs no task.

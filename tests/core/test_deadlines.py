@@ -18,9 +18,10 @@ class TestBudgetDeadline:
     async def test_a_wait_longer_than_the_deadline_is_refused_at_once(
         self, core_factory: CoreFactory, clock: ManualClock
     ) -> None:
-        """Budget 1/s, burst 1, spent by a first stop: a second stop with 0.5 s left is
-        RESOURCE_EXHAUSTED with retry_after of about the 1 s wait, before the clock moves, and
-        its server gets no StopServer."""
+        """Budget 1/s, burst 1, spent by a first stop: a second stop with 0.9 s left (the wait
+        must end retry.send_margin_seconds, 0.5 s, before it) is RESOURCE_EXHAUSTED with
+        retry_after of about the 1 s wait, before the clock moves, and its server gets no
+        StopServer."""
         rig = core_factory(core_settings(budget={"rate": 1.0, "burst": 1}))
         first, second = targets(2)
         rig.fake.add_server(first, stop_seconds=5)
@@ -28,7 +29,7 @@ class TestBudgetDeadline:
         read(rig.core.stop(first))
         await settle()
         started = clock.monotonic()
-        refused = read(rig.core.stop(second, deadline=started + 0.5))
+        refused = read(rig.core.stop(second, deadline=started + 0.9))
         await settle()
         assert clock.monotonic() == started
         assert refused.error is not None

@@ -34,11 +34,6 @@ class _Parts:
         return True
 
 
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
 def _pairs(clock: ManualClock, parts: _Parts, *, max_live: int = 3, idle: float = 60) -> Pairs:
     pairs = Pairs(PairSettings(max_live=max_live, idle_seconds=idle), clock)
     pairs.add_releaser(parts.release)

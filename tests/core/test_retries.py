@@ -101,19 +101,20 @@ class TestServerErrors:
     async def test_no_retry_outlives_the_deadline(
         self, core_factory: CoreFactory, clock: ManualClock
     ) -> None:
-        """With 0.3 s left, 500s are retried only while the next delay fits: fewer calls than
-        max_attempts, and the error comes before the deadline."""
+        """With 0.8 s left (0.3 s before retry.send_margin_seconds, 0.5 s), 500s are retried
+        only while the next delay fits: fewer calls than max_attempts, and no call leaves
+        inside the margin."""
         rig = core_factory(core_settings(retry={"max_attempts": 10}))
         (target,) = targets(1)
         rig.fake.add_server(target)
         rig.fake.fail("StopServer", *(internal_error() for _ in range(10)))
-        deadline = clock.monotonic() + 0.3
+        deadline = clock.monotonic() + 0.8
         stream = read(rig.core.stop(target, deadline=deadline))
         await rig.until_done(stream, limit=5, step=0.01)
         assert stream.error is not None
         assert stream.error.kind is ErrorKind.UPSTREAM_INTERNAL
         assert 1 <= rig.fake.count("StopServer") < 10
-        assert rig.fake.times("StopServer")[-1] <= deadline
+        assert rig.fake.times("StopServer")[-1] <= deadline - rig.settings.retry.send_margin_seconds
 
 
 class TestThrottling:

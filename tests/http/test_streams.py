@@ -276,17 +276,19 @@ class TestErrorsBeforeTheFirstByte:
     async def test_deadline_passing_before_the_first_update_is_504(
         self, gateway_factory: GatewayFactory, client: aiohttp.ClientSession
     ) -> None:
-        """An upstream slower than the caller's Grpc-Timeout answers 504 DEADLINE_EXCEEDED."""
+        """An upstream slower than the caller's Grpc-Timeout (1 s, room enough to send the
+        stop) answers 504 DEADLINE_EXCEEDED, saying the StopServer is in flight."""
         app = await gateway_factory(emulator={"latency_ms": 1500})
         assert app.emulator is not None
         (server_id,) = app.emulator.create_servers(1)
         async with client.post(
-            f"{base_url(app)}/v1/servers/{server_id}:stop", headers={"Grpc-Timeout": "200m"}
+            f"{base_url(app)}/v1/servers/{server_id}:stop", headers={"Grpc-Timeout": "1S"}
         ) as response:
             assert response.status == 504
             status = await response.json()
         assert status["code"] == 4
         assert reason_of(status) == "DEADLINE_EXCEEDED"
+        assert detail_of(status, "google.rpc.ErrorInfo")["metadata"]["call_sent"] == "in_flight"
 
     async def test_bad_grpc_timeout_is_400(
         self, gateway: GatewayApp, client: aiohttp.ClientSession
