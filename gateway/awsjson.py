@@ -101,6 +101,9 @@ class Violations:
             f"Value {shown} at '{name}' failed to satisfy constraint: Member {constraint}"
         )
 
+    def has_any(self) -> bool:
+        return bool(self._items)
+
     def raise_if_any(self) -> None:
         if not self._items:
             return

@@ -10,7 +10,7 @@ import random
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from aiohttp import web
@@ -87,6 +87,9 @@ class Emulator:
             "StartServer": self._start_server,
             "StopServer": self._stop_server,
             "DeleteServer": self._delete_server,
+            "TagResource": self._tag_resource,
+            "UntagResource": self._untag_resource,
+            "ListTagsForResource": self._list_tags_for_resource,
         }
         self._runner: web.AppRunner | None = None
         self._host = settings.host
@@ -153,9 +156,11 @@ class Emulator:
         account: str = DEFAULT_EMULATOR_ACCOUNT,
         region: str = DEFAULT_REGION,
         state: str = "ONLINE",
+        tags: Mapping[str, str] | None = None,
     ) -> list[str]:
-        """Create `n` servers in `state` without going through the API; their ids."""
-        return self.store.create_many(n, account, region, state)
+        """Create `n` servers in `state` (each tagged with `tags`) without going through the
+        API; their ids."""
+        return self.store.create_many(n, account, region, state, tuple((tags or {}).items()))
 
     def server_state(
         self, server_id: str, account: str = DEFAULT_EMULATOR_ACCOUNT, region: str = DEFAULT_REGION
@@ -323,6 +328,36 @@ class Emulator:
     def _delete_server(self, account: str, region: str, body: dict[str, Any]) -> dict[str, Any]:
         self.store.delete(account, region, protocol.server_id_of(body))
         return {}
+
+    def _tag_resource(self, account: str, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        record = self.store.by_arn(account, region, body.get("Arn"))
+        self.store.tag(record, body.get("Tags"))
+        return {}
+
+    def _untag_resource(self, account: str, region: str, body: dict[str, Any]) -> dict[str, Any]:
+        record = self.store.by_arn(account, region, body.get("Arn"))
+        self.store.untag(record, body.get("TagKeys"))
+        return {}
+
+    def _list_tags_for_resource(
+        self, account: str, region: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """ListTagsForResource: the tags in the order they were set, paged by MaxResults (the
+        NextToken is the position, bound to the ARN)."""
+        arn = body.get("Arn")
+        record = self.store.by_arn(account, region, arn)
+        limit, token = protocol.paging_of(body, DEFAULT_PAGE_SIZE)
+        start = 0
+        if token is not None:
+            prefix = f"{arn}#"
+            if not token.startswith(prefix) or not token.removeprefix(prefix).isdigit():
+                raise protocol.invalid_next_token()
+            start = int(token.removeprefix(prefix))
+        tags = record.tags[start : start + limit]
+        out: dict[str, Any] = {"Arn": arn, "Tags": [{"Key": k, "Value": v} for k, v in tags]}
+        if start + limit < len(record.tags):
+            out["NextToken"] = f"{arn}#{start + limit}"
+        return out
 
 
 def _bound_port(runner: web.AppRunner) -> int:

@@ -43,6 +43,8 @@ _IDENTITY_PROVIDERS: Final = (
 _PROTOCOLS: Final = ("SFTP", "FTP", "FTPS", "AS2")
 _DEFAULT_PROTOCOLS: Final = ("SFTP",)
 _SECURITY_POLICY: Final = "TransferSecurityPolicy-2018-11"
+#: Tags per resource, as AWS allows.
+MAX_TAGS: Final = 50
 
 
 class ServerRecord:
@@ -158,14 +160,24 @@ class ServerStore:
         bisect.insort(scope.ids, record.server_id)
         return record
 
-    def create_many(self, n: int, account: str, region: str, state: str) -> list[str]:
-        """`n` servers in `state` at once; one sort instead of `n` ordered inserts."""
+    def create_many(
+        self,
+        n: int,
+        account: str,
+        region: str,
+        state: str,
+        tags: Sequence[tuple[str, str]] = (),
+    ) -> list[str]:
+        """`n` servers in `state` at once (each with `tags`); one sort instead of `n` ordered
+        inserts."""
         if state not in STATES:
             raise ValueError(f"state must be one of {sorted(STATES)}, not {state!r}")
         settles_to = {STARTING: ONLINE, STOPPING: OFFLINE}.get(state, state)
         scope = self._scope(account, region)
         created = [self._new_record(state, settles_to) for _ in range(n)]
+        shared = tuple(tags)  # one tuple for all: a bulk-created server stores no copy
         for record in created:
+            record.tags = shared
             scope.servers[record.server_id] = record
         scope.ids.extend(r.server_id for r in created)
         scope.ids.sort()
@@ -200,6 +212,47 @@ class ServerStore:
             raise _busy(server_id, state, "stopped")
         # STOP_FAILED and START_FAILED may be stopped again: that is how an operator retries.
         self._begin(record, STOPPING, OFFLINE, STOP_FAILED)
+
+    # ---- tags ----------------------------------------------------------------------------
+
+    def by_arn(self, account: str, region: str, arn: object) -> ServerRecord:
+        """The server an ARN names, in the caller's account and region (another account's ARN
+        is ResourceNotFoundException, as on AWS)."""
+        if not isinstance(arn, str) or not 20 <= len(arn) <= 1600:
+            problems = Violations()
+            problems.add("Arn", arn, "must have length between 20 and 1600")
+            problems.raise_if_any()
+        assert isinstance(arn, str)
+        prefix = f"arn:aws:transfer:{region}:{account}:server/"
+        if not arn.startswith(prefix):
+            raise AwsError(
+                "ResourceNotFoundException",
+                f"Unknown resource: {arn}",
+                fields={"Resource": arn, "ResourceType": "Server"},
+            )
+        return self.get(account, region, arn.removeprefix(prefix))
+
+    def tag(self, record: ServerRecord, tags: object) -> None:
+        """TagResource: add or overwrite tags, at most MAX_TAGS per resource (AWS's limit)."""
+        problems = Violations()
+        given = _tags(problems, tags)
+        if not given and not problems.has_any():
+            problems.add("Tags", tags, "must have length between 1 and 50")
+        problems.raise_if_any()
+        merged = dict(record.tags)
+        merged.update(given)
+        if len(merged) > MAX_TAGS:
+            raise invalid_request(f"A resource may have at most {MAX_TAGS} tags")
+        record.tags = tuple(merged.items())
+
+    def untag(self, record: ServerRecord, keys: object) -> None:
+        """UntagResource: remove the tags with these keys (a key not there is no error)."""
+        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+            problems = Violations()
+            problems.add("TagKeys", keys, "must be a list of 1 to 50 strings")
+            problems.raise_if_any()
+        assert isinstance(keys, list)
+        record.tags = tuple((k, v) for k, v in record.tags if k not in set(keys))
 
     # ---- internals -----------------------------------------------------------------------
 
@@ -337,7 +390,10 @@ def _tags(problems: Violations, value: object) -> tuple[tuple[str, str], ...]:
     ):
         problems.add("Tags", value, "must be a list of {Key, Value} strings")
         return ()
-    return tuple((t["Key"], t["Value"]) for t in value)
+    if len(value) > MAX_TAGS:
+        problems.add("Tags", f"{len(value)} tags", f"must have length between 1 and {MAX_TAGS}")
+        return ()
+    return tuple(dict((t["Key"], t["Value"]) for t in value).items())
 
 
 def _encode_token(after: str, account: str, region: str) -> str:
