@@ -79,10 +79,14 @@ class _Flight:
     """One operation on one server, shared by every concurrent caller (single flight): the
     operation's upstream call, if it has one, then a watch until one of its terminal states."""
 
-    def __init__(self, core: Core, target: Target, operation: Operation) -> None:
+    def __init__(
+        self, core: Core, target: Target, operation: Operation, priority: Priority
+    ) -> None:
         self.core = core
         self.target = target
         self.op = operation
+        #: Where its upstream call queues for budget: CHANGE for a caller, JOB for a fleet job.
+        self.priority = priority
         self.fanout = _Fanout()
         self.task: asyncio.Task[None] | None = None
         self.aws_request_id = ""
@@ -232,7 +236,7 @@ class _Flight:
                 self.target.bucket,
                 self.op.name,
                 attempt,
-                priority=Priority.CHANGE,
+                priority=self.priority,
                 deadline=deadline,
                 on_queued=queued,
             )
@@ -401,12 +405,19 @@ class Core:
         return self.run(WATCH, target, deadline=deadline)
 
     async def run(
-        self, operation: Operation, target: Target, *, deadline: float | None = None
+        self,
+        operation: Operation,
+        target: Target,
+        *,
+        deadline: float | None = None,
+        priority: Priority = Priority.CHANGE,
     ) -> AsyncIterator[StateUpdate]:
         """Run `operation` on `target` and stream its updates until one of its terminal states:
         ends normally on a `done` state, raises its `failure` after a `failed` state's terminal
         update, raises GatewayError on any other failure. Concurrent callers of the same
-        (operation, server) share one flight. `deadline` is on the core's monotonic clock."""
+        (operation, server) share one flight. `deadline` is on the core's monotonic clock.
+        `priority` is where a new flight's call queues for budget (Priority.JOB: a fleet job's,
+        behind every caller's); a caller joining a flight keeps the flight's."""
         if self._closing:
             raise GatewayError(ErrorKind.SHUTTING_DOWN, "the gateway is shutting down")
         key = (operation.name, target)
@@ -437,7 +448,7 @@ class Core:
                     if hold is not None:
                         hold.release()
                     raise in_flight(operation, other.op.name, target)
-            flight = self._flights[key] = _Flight(self, target, operation)
+            flight = self._flights[key] = _Flight(self, target, operation, priority)
             if operation.changes:
                 self._leased[(operation.lease, target)] = flight
             self._idle.clear()

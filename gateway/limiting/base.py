@@ -19,10 +19,16 @@ class Priority(enum.IntEnum):
     (`QueuedLimiter`'s `poll_share`) of the tokens handed out while changes were queued: one
     poll serves every watcher of the account, so a poll stuck behind 300 queued stops would
     report every stopped server late; the share keeps polls from ever starving changes. See
-    docs/architecture.md ("Polls and changes in one budget")."""
+    docs/architecture.md ("Polls and changes in one budget").
+
+    JOB is a fleet job's calls (gateway.core.jobs): changes and reads no caller is waiting on
+    one by one, so they go after every interactive change, and count as changes for the polls'
+    share. A job keeps at most a few of its calls queued at once, so an ad-hoc StopServer in
+    the same account waits at most a token interval or two behind it (docs/jobs.md)."""
 
     POLL = 0
     CHANGE = 1
+    JOB = 2
 
 
 @dataclass(frozen=True)

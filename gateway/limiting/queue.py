@@ -48,6 +48,10 @@ class _Queue:
         changes) and a poll waits at most about `1 / poll_share` tokens (changes never starve
         polls for long). With no change waiting a poll needs no credit: nobody to starve."""
         poll, stop = self._first(Priority.POLL), self._first(Priority.CHANGE)
+        # A fleet job's calls are changes too, but go only when no interactive change waits.
+        change = Priority.CHANGE
+        if stop is None:
+            stop, change = self._first(Priority.JOB), Priority.JOB
         if poll is not None and (stop is None or self.poll_credit >= 1.0):
             if stop is not None:
                 self.poll_credit -= 1.0
@@ -55,7 +59,7 @@ class _Queue:
         if stop is not None:
             earned = poll_share / (1.0 - poll_share) if poll_share < 1.0 else 1.0
             self.poll_credit = min(1.0, self.poll_credit + earned)
-            return self.waiters[Priority.CHANGE].popleft()
+            return self.waiters[change].popleft()
         return None
 
     def pop_first(self) -> asyncio.Future[None] | None:

@@ -22,6 +22,19 @@ from botocore.exceptions import (
 from gateway.domain import BucketKey, ServerState, Target
 from gateway.errors import ErrorKind, UpstreamError, from_aws
 
+#: ListTagsForResource pages read at most, for one server (AWS allows 50 tags: one page).
+_MAX_TAG_PAGES = 10
+
+
+def server_arn(target: Target) -> str:
+    """The server's ARN, in the partition of its region (aws, aws-cn, aws-us-gov)."""
+    partition = "aws"
+    if target.region.startswith("cn-"):
+        partition = "aws-cn"
+    elif target.region.startswith("us-gov-"):
+        partition = "aws-us-gov"
+    return f"arn:{partition}:transfer:{target.region}:{target.account_id}:server/{target.server_id}"
+
 
 @dataclass(frozen=True)
 class Page:
@@ -49,6 +62,10 @@ class Upstream(Protocol):
         ...
 
     async def describe_server(self, target: Target) -> ServerState: ...
+
+    async def list_tags(self, target: Target) -> dict[str, str]:
+        """ListTagsForResource (every page): the server's tags."""
+        ...
 
     async def list_servers(self, key: BucketKey, next_token: str | None) -> Page: ...
 
@@ -188,6 +205,22 @@ class AioUpstream:
     async def describe_server(self, target: Target) -> ServerState:
         response = await self._call(target.bucket, "describe_server", ServerId=target.server_id)
         return ServerState.parse(str(response["Server"].get("State", "")))
+
+    async def list_tags(self, target: Target) -> dict[str, str]:
+        tags: dict[str, str] = {}
+        token: str | None = None
+        arn = server_arn(target)
+        for _ in range(_MAX_TAG_PAGES):  # AWS allows 50 tags: one page; bounded regardless
+            params: dict[str, Any] = {"Arn": arn, "MaxResults": 1000}
+            if token:
+                params["NextToken"] = token
+            response = await self._call(target.bucket, "list_tags_for_resource", **params)
+            for tag in response.get("Tags", []):
+                tags[str(tag["Key"])] = str(tag.get("Value", ""))
+            token = response.get("NextToken") or None
+            if token is None:
+                break
+        return tags
 
     async def list_servers(self, key: BucketKey, next_token: str | None) -> Page:
         params: dict[str, Any] = {"MaxResults": 1000}

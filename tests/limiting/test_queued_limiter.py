@@ -127,3 +127,53 @@ class TestPollShare:
             QueuedLimiter(
                 LocalBuckets(clock), lambda _: (1.0, 1), clock, max_queue=1, poll_share=share
             )
+
+
+class TestJobPriority:
+    """A fleet job's calls (Priority.JOB) go after every interactive change, and count as
+    changes for the polls' share."""
+
+    async def test_a_change_goes_before_queued_job_calls(self) -> None:
+        """Three job calls queued, then an interactive stop: the stop gets the next token, the
+        job calls follow in their order."""
+        order = _Order(poll_share=0.1)
+        await order.spend()
+        for i in range(3):
+            await order.queue(f"job{i}", Priority.JOB)
+        await order.queue("stop", Priority.CHANGE)
+        await order.run(4)
+        assert order.served == ["stop", "job0", "job1", "job2"]
+        await order.close()
+
+    async def test_polls_keep_their_share_against_job_calls(self) -> None:
+        """100 job calls queued and a poll always waiting: polls get one token in 10 at
+        poll_share 0.1, as against interactive stops."""
+        order = _Order(poll_share=0.1)
+        await order.spend()
+        for i in range(100):
+            await order.queue(f"job{i}", Priority.JOB)
+        polls = 0
+        await order.queue("poll", Priority.POLL)
+        for _ in range(100):
+            await order.run(1)
+            if order.served[-1] == "poll":
+                polls += 1
+                await order.queue("poll", Priority.POLL)
+        assert polls == 10
+        await order.close()
+
+    async def test_a_change_estimate_ignores_queued_job_calls(self) -> None:
+        """An interactive call's wait estimate counts only what goes before it: 50 job calls
+        queued do not make a 1 s deadline look unreachable."""
+        order = _Order(poll_share=0.1)
+        await order.spend()
+        for i in range(50):
+            await order.queue(f"job{i}", Priority.JOB)
+        deadline = order.clock.monotonic() + 1.0
+        waiter = asyncio.create_task(
+            order.limiter.acquire(KEY, deadline=deadline, priority=Priority.CHANGE)
+        )
+        await order.run(1)
+        assert waiter.done()
+        assert waiter.exception() is None
+        await order.close()

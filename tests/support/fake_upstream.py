@@ -30,8 +30,16 @@ from gateway.errors import ErrorKind, UpstreamError, from_aws
 from gateway.upstream.aio import Page
 
 #: The operations the fake answers, by the names the core gives the BudgetedCaller.
-Operation = Literal["StopServer", "StartServer", "DescribeServer", "ListServers"]
-OPERATIONS: tuple[Operation, ...] = ("StopServer", "StartServer", "DescribeServer", "ListServers")
+Operation = Literal[
+    "StopServer", "StartServer", "DescribeServer", "ListServers", "ListTagsForResource"
+]
+OPERATIONS: tuple[Operation, ...] = (
+    "StopServer",
+    "StartServer",
+    "DescribeServer",
+    "ListServers",
+    "ListTagsForResource",
+)
 _T = TypeVar("_T")
 _RAW = {
     "stop_server": "StopServer",
@@ -113,6 +121,7 @@ class FakeServer:
     start_seconds: float = 0.0
     start_result: ServerState = ServerState.ONLINE
     starts_accepted: int = 0
+    tags: dict[str, str] = field(default_factory=dict)
 
     def state_at(self, now: float) -> ServerState:
         index = bisect.bisect_right([since for since, _ in self.timeline], now) - 1
@@ -160,6 +169,7 @@ class FakeUpstream:
         when_not_online: Literal["refuse", "accept"] = "refuse",
         start_seconds: float = 0.0,
         start_result: ServerState = ServerState.ONLINE,
+        tags: dict[str, str] | None = None,
     ) -> FakeServer:
         """A server in `state` from now on. A StopServer on it while ONLINE is accepted: it reads
         ONLINE for `stop_lag` s more, then STOPPING for `stop_seconds`, then `stop_result`. A
@@ -174,6 +184,7 @@ class FakeUpstream:
             when_not_online=when_not_online,
             start_seconds=start_seconds,
             start_result=start_result,
+            tags=dict(tags or {}),
         )
         self.servers[target] = server
         return server
@@ -241,6 +252,15 @@ class FakeUpstream:
     async def describe_server(self, target: Target) -> ServerState:
         return await self._call(
             "DescribeServer", target.bucket, target, None, lambda _: self._describe(target)
+        )
+
+    async def list_tags(self, target: Target) -> dict[str, str]:
+        return await self._call(
+            "ListTagsForResource",
+            target.bucket,
+            target,
+            None,
+            lambda _: dict(self._server(target).tags),
         )
 
     async def list_servers(self, key: BucketKey, next_token: str | None) -> Page:
