@@ -240,6 +240,55 @@ class CoreSettings:
         )
 
 
+@dataclass(frozen=True)
+class JobSettings:
+    """Fleet jobs (docs/jobs.md): where they are kept, and how they share the budget."""
+
+    #: Where job records and per-server progress live: "auto" (Redis with limiter = "redis",
+    #: else SQLite), "sqlite" or "redis".
+    store: Literal["auto", "sqlite", "redis"] = "auto"
+    #: The SQLite file (relative: to the working directory); ":memory:" keeps nothing across
+    #: restarts (tests).
+    sqlite_path: str = "transfer-gateway-jobs.sqlite3"
+    #: A job's calls waiting for one account's budget at once. They queue behind every
+    #: interactive call (Priority.JOB), so an ad-hoc stop waits at most about this many token
+    #: intervals, plus one, behind a job, however many servers the job has.
+    queued_per_account: int = 2
+    #: How long a server's tags (ListTagsForResource, one call per server) are kept for
+    #: selecting by tag.
+    tag_cache_seconds: float = 300.0
+    #: Servers one job may name or select, at most.
+    max_servers: int = 10_000
+    #: After a restart, how long to wait for the account's shared poll to report a server the
+    #: job may have asked already, before describing it on its own (DescribeServer).
+    fresh_state_seconds: float = 10.0
+    #: Per-server progress is saved in batches this often (a call about to be sent is saved
+    #: first, always).
+    save_interval_seconds: float = 0.2
+    #: A job's call refused for budget (the account's queue full of interactive callers) is
+    #: tried again this many times, after the wait the limiter named.
+    budget_retries: int = 30
+    #: With the Redis store: a replica runs a job while it holds the job's lease (renewed
+    #: every third of it); a replica that dies leaves the job to another after this long.
+    lease_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        _check(
+            self,
+            "store",
+            self.store in ("auto", "sqlite", "redis"),
+            "must be auto, sqlite or redis",
+        )
+        _check(self, "sqlite_path", bool(self.sqlite_path.strip()), "must not be empty")
+        _check(self, "queued_per_account", self.queued_per_account >= 1, "must be >= 1")
+        _check(self, "tag_cache_seconds", self.tag_cache_seconds >= 0, "must be >= 0")
+        _check(self, "max_servers", self.max_servers >= 1, "must be >= 1")
+        _check(self, "fresh_state_seconds", self.fresh_state_seconds >= 0, "must be >= 0")
+        _check(self, "save_interval_seconds", self.save_interval_seconds >= 0, "must be >= 0")
+        _check(self, "budget_retries", self.budget_retries >= 0, "must be >= 0")
+        _check(self, "lease_seconds", self.lease_seconds > 0, "must be > 0")
+
+
 _ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}")
 _REGION_NAME = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -629,6 +678,7 @@ class Settings:
     #: Seconds open streams get to finish when the gateway drains.
     shutdown_grace_seconds: float = 5.0
     core: CoreSettings = dataclasses.field(default_factory=CoreSettings)
+    jobs: JobSettings = dataclasses.field(default_factory=JobSettings)
     emulator: EmulatorSettings = dataclasses.field(default_factory=EmulatorSettings)
     #: AWS endpoint override for Transfer and STS (e.g. a standalone emulator); empty: AWS's.
     endpoint_url: str | None = None

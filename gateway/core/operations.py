@@ -87,6 +87,9 @@ class _Flight:
         self.op = operation
         #: Where its upstream call queues for budget: CHANGE for a caller, JOB for a fleet job.
         self.priority = priority
+        #: Each caller's "still wanted?" (a job's: not cancelled): the call is sent only if one
+        #: of them says yes as it is about to be; a caller with none always wants it.
+        self.wanted: list[Callable[[], bool]] = []
         self.fanout = _Fanout()
         self.task: asyncio.Task[None] | None = None
         self.aws_request_id = ""
@@ -219,6 +222,14 @@ class _Flight:
             # still sent during the grace). The BudgetedCaller has checked the deadline.
             if core._closing:
                 raise self.not_sent_draining()
+            if self.wanted and not any(wanted() for wanted in self.wanted):
+                # Checked as it is sent, no await between: a caller that no longer wants it
+                # (a cancelled job) is never sent.
+                raise GatewayError(
+                    ErrorKind.CANCELLED,
+                    f"{self.op.name} of {self.target.server_id} was cancelled before it was sent",
+                    {"server_id": self.target.server_id},
+                )
             self.sent = "in_flight"
             try:
                 request_id = await core.finish_even_if_draining(call(core.upstream, self.target))
@@ -333,6 +344,10 @@ class _Flight:
             self.fanout.publish(self._update(state, Stage.WATCHING))
 
 
+def _always() -> bool:
+    return True
+
+
 def in_flight(operation: Operation, other: str, target: Target) -> GatewayError:
     """`operation` refused because `other` (an operation it excludes) is in flight on `target`."""
     return GatewayError(
@@ -411,13 +426,16 @@ class Core:
         *,
         deadline: float | None = None,
         priority: Priority = Priority.CHANGE,
+        proceed: Callable[[], bool] | None = None,
     ) -> AsyncIterator[StateUpdate]:
         """Run `operation` on `target` and stream its updates until one of its terminal states:
         ends normally on a `done` state, raises its `failure` after a `failed` state's terminal
         update, raises GatewayError on any other failure. Concurrent callers of the same
         (operation, server) share one flight. `deadline` is on the core's monotonic clock.
         `priority` is where a new flight's call queues for budget (Priority.JOB: a fleet job's,
-        behind every caller's); a caller joining a flight keeps the flight's."""
+        behind every caller's); a caller joining a flight keeps the flight's. `proceed`, when
+        given, is asked as the call is about to be sent: if it and every other caller's say no,
+        nothing is sent and the stream raises CANCELLED."""
         if self._closing:
             raise GatewayError(ErrorKind.SHUTTING_DOWN, "the gateway is shutting down")
         key = (operation.name, target)
@@ -462,6 +480,8 @@ class Core:
                 # On the task, not in its body: a task cancelled before it ran has no finally.
                 release = hold.release
                 flight.task.add_done_callback(lambda _: release())
+        wants = proceed or _always
+        flight.wanted.append(wants)
         queue = flight.fanout.join()
         try:
             while True:
@@ -473,6 +493,8 @@ class Core:
                 yield item
         finally:
             flight.fanout.queues.discard(queue)
+            with contextlib.suppress(ValueError):
+                flight.wanted.remove(wants)  # a caller gone wants nothing
             if not flight.fanout.queues and flight.task is not None and not flight.task.done():
                 # The last caller left: nobody is owed this flight any more.
                 flight.task.cancel()
