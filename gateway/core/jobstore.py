@@ -298,7 +298,8 @@ class RedisJobStore:
         return f"{self._tag}:all"
 
     async def load(self) -> list[Job]:
-        ids = [_text(i) for i in await self._client.zrange(self.index_key, 0, -1)]
+        members: list[bytes | str] = await self._client.zrange(self.index_key, 0, -1)
+        ids = [_text(i) for i in members]
         jobs = []
         for job_id in ids:
             job = await self.load_one(job_id)
@@ -320,7 +321,7 @@ class RedisJobStore:
         return job
 
     async def save_job(self, job: Job) -> None:
-        fields = {k: str(v) for k, v in job_fields(job).items()}
+        fields: dict[Any, Any] = {k: str(v) for k, v in job_fields(job).items()}
         fields["spec"] = spec_to_json(job.spec)
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.hset(self._job_key(job.id), mapping=fields)
@@ -330,7 +331,7 @@ class RedisJobStore:
     async def save_items(self, job: Job, positions: Sequence[int]) -> None:
         if not positions:
             return
-        mapping = {str(p): item_to_json(job.items[p]) for p in positions}
+        mapping: dict[Any, Any] = {str(p): item_to_json(job.items[p]) for p in positions}
         await self._client.hset(self._items_key(job.id), mapping=mapping)
 
     async def close(self) -> None:
