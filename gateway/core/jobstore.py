@@ -298,7 +298,7 @@ class RedisJobStore:
         return f"{self._tag}:all"
 
     async def load(self) -> list[Job]:
-        members: list[bytes | str] = await self._client.zrange(self.index_key, 0, -1)
+        members: list[Any] = await self._client.zrange(self.index_key, 0, -1)
         ids = [_text(i) for i in members]
         jobs = []
         for job_id in ids:
