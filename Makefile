@@ -6,6 +6,13 @@ PROTO_OUT := gateway/_proto
 # google/api/annotations.proto and http.proto: shipped by googleapis-common-protos (a runtime
 # dependency), found where that package is installed.
 GOOGLEAPIS = $(shell $(BIN)/python -c 'import google.api.annotations_pb2 as m, pathlib; print(pathlib.Path(m.__file__).parents[2])')
+# google/longrunning/operations.proto: googleapis-common-protos ships it as
+# google/longrunning/operations_proto.proto (its descriptor keeps the real name), so it is
+# copied under its real name into an include directory of its own.
+LONGRUNNING_DIR := build/protos
+LONGRUNNING_INCLUDE = mkdir -p $(LONGRUNNING_DIR)/google/longrunning && \
+	cp $(GOOGLEAPIS)/google/longrunning/operations_proto.proto \
+		$(LONGRUNNING_DIR)/google/longrunning/operations.proto
 # buf (the protobuf linter) from npm, pinned by tools/buf/package-lock.json.
 BUF := tools/buf/node_modules/.bin/buf
 
@@ -36,7 +43,9 @@ typecheck: setup
 # generated module into one that works inside the `gateway` package.
 proto: setup
 	rm -rf $(PROTO_OUT)/transfer_gateway
+	$(LONGRUNNING_INCLUDE)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -I protos -I $(GOOGLEAPIS) \
+		-I $(LONGRUNNING_DIR) \
 		--python_out=$(PROTO_OUT) --grpc_python_out=$(PROTO_OUT) \
 		--mypy_out=$(PROTO_OUT) --mypy_grpc_out=$(PROTO_OUT) \
 		protos/transfer_gateway/v1/gateway.proto
@@ -60,8 +69,10 @@ $(BUF): tools/buf/package.json tools/buf/package-lock.json
 # that protoc builds, since its own way to find google/api (the Buf Schema Registry) is not
 # reachable from here; --path keeps the lint to our files, not the imported googleapis ones.
 lint-proto: setup $(BUF)
+	@$(LONGRUNNING_INCLUDE)
 	@tmp=$$(mktemp -d) && \
-	$(BIN)/python -m grpc_tools.protoc -I protos -I $(GOOGLEAPIS) --include_imports \
+	$(BIN)/python -m grpc_tools.protoc -I protos -I $(GOOGLEAPIS) -I $(LONGRUNNING_DIR) \
+		--include_imports \
 		--include_source_info --descriptor_set_out=$$tmp/image.binpb \
 		protos/transfer_gateway/v1/gateway.proto && \
 	$(BUF) lint $$tmp/image.binpb --config protos/buf.yaml \

@@ -27,6 +27,8 @@ from gateway.config import AccountSettings, CoreSettings, Settings
 from gateway.core.accounts import Accounts
 from gateway.core.calls import BudgetedCaller
 from gateway.core.coordination import Leases, LocalLeases, RedisLeases
+from gateway.core.jobs import JobManager, JobStore
+from gateway.core.jobstore import RedisJobStore, SqliteJobStore
 from gateway.core.operations import Core
 from gateway.core.pairs import Pairs
 from gateway.domain import BucketKey
@@ -43,6 +45,7 @@ from gateway.faces.connections import ConnectionGuard, GuardedSite, connection_c
 from gateway.faces.grpc import TransferGatewayService, add_services, server_options
 from gateway.faces.http import HttpApi, Readiness, error_response, raw_error_response
 from gateway.faces.introspection import NOT_SERVING, SERVING
+from gateway.faces.jobs import JobRoutes, OperationsService
 from gateway.faces.sigv4 import Verifier, issued_keys
 from gateway.limiting import Bucket, FallbackBuckets, LocalBuckets, QueuedLimiter, RedisBuckets
 from gateway.limiting.callers import CallerLimits
@@ -119,6 +122,7 @@ class GatewayApp:
         )
         self.upstream: AioUpstream | None = None
         self.core: Core | None = None
+        self.jobs: JobManager | None = None
 
     async def start(self) -> None:
         """Start every part. When one fails, what had started is closed again (no task,
@@ -189,6 +193,16 @@ class GatewayApp:
             on_budget_wait=self.metrics.budget_wait.observe,
             leases=self.leases,
         )
+        self.jobs = JobManager(
+            self.core,
+            self._job_store(),
+            s.jobs,
+            self.clock,
+            rate_for=lambda key: self.accounts.budget_for(key),
+        )
+        resumed = await self.jobs.start()
+        if resumed:
+            log.info("gateway.jobs_resumed", jobs=resumed)
         self.ready_checks.setdefault("upstream", self._upstream_reachable(endpoint_url))
         if self.budget_store is not None:
             self.ready_checks.setdefault("limiter", self._budget_store_check(self.budget_store))
@@ -196,7 +210,10 @@ class GatewayApp:
         self._server = grpc.aio.server(options=server_options(s.grpc_keepalive))
         self._health = add_services(
             self._server,
-            TransferGatewayService(self.core, self.metrics, self.access, self.caller_limits),
+            TransferGatewayService(
+                self.core, self.metrics, self.access, self.caller_limits, jobs=self.jobs
+            ),
+            OperationsService(self.jobs, self.access, self.metrics),
         )
         grpc_address = f"{s.grpc_host}:{s.grpc_port}"
         with listening("gRPC", s.grpc_host, s.grpc_port, probe=True):
@@ -229,6 +246,17 @@ class GatewayApp:
             limiter=s.limiter,
             redis_outage=s.redis_outage if s.limiter == "redis" else None,
         )
+
+    def _job_store(self) -> JobStore:
+        """Where jobs live: Redis beside the shared budget (limiter = "redis"), else SQLite."""
+        s = self.settings
+        store = s.jobs.store
+        if store == "auto":
+            store = "redis" if s.limiter == "redis" else "sqlite"
+        if store == "redis":
+            assert self.redis is not None  # Settings require limiter = "redis" for it
+            return RedisJobStore(self.redis, prefix=s.redis_prefix)
+        return SqliteJobStore(s.jobs.sqlite_path)
 
     def _redis_buckets(self) -> FallbackBuckets:
         """Buckets in Redis, shared by every replica, behind the outage mode of the settings;
@@ -330,6 +358,13 @@ class GatewayApp:
             body_timeout_seconds=s.http_body_timeout_seconds,
             limits=self.caller_limits,
         ).add_routes(app)
+        if self.jobs is not None:
+            JobRoutes(
+                self.jobs,
+                self.metrics,
+                access=self.access,
+                heartbeat_seconds=s.sse_heartbeat_seconds,
+            ).add_routes(app)
         AwsApi(
             core,
             self.metrics,
@@ -452,6 +487,9 @@ class GatewayApp:
             await self._health.enter_graceful_shutdown()
             for service in ("", "transfer_gateway.v1.TransferGateway"):
                 await self._health.set(service, NOT_SERVING)
+        if self.jobs is not None:
+            # Running jobs stop here (what they did is saved) and resume at the next start.
+            await self.jobs.close()
         if self.core is not None:
             if not quiet:
                 log.info("gateway.draining", open_flights=self.core.open_flights, grace=grace)

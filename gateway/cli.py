@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="TOML settings, as for serve (default: $TRANSFER_GATEWAY_CONFIG)",
     )
+    from gateway.tools import jobs  # the fleet-job commands live beside their client
+
+    jobs.add_parser(sub, connection_flags)
     from gateway.tools import bench  # its flags live beside the load generator
 
     bench.add_parser(sub)
@@ -246,25 +249,30 @@ def _add_change_parser(sub: Any, verb: str) -> None:
         help=f"{verb} servers through a running gateway: one live line per server, then a summary",
     )
     stop.add_argument("server_id", nargs="+", help="one or more server ids (s-...)")
-    stop.add_argument(
+    stop.add_argument("--account", default="", help="12-digit account (default: the gateway's)")
+    stop.add_argument("--region", default="", help="region (default: the gateway's)")
+    stop.add_argument("--timeout", type=float, default=None, help="deadline in seconds")
+    connection_flags(stop, json_help="one JSON object per update")
+
+
+def connection_flags(parser: Any, *, json_help: str = "JSON output, one object a line") -> None:
+    """How a client command reaches the gateway: target, token, TLS; and --json."""
+    parser.add_argument(
         "--token",
         default=None,
         help="bearer token (default: $TRANSFER_GATEWAY_TOKEN; the variable keeps it out of"
         " shell history and process lists)",
     )
-    stop.add_argument("--tls-ca", default=None, metavar="PEM", help="CA of the gateway's cert")
-    stop.add_argument("--tls-cert", default=None, metavar="PEM", help="client cert (mutual TLS)")
-    stop.add_argument("--tls-key", default=None, metavar="PEM", help="client key (mutual TLS)")
-    stop.add_argument(
+    parser.add_argument("--tls-ca", default=None, metavar="PEM", help="CA of the gateway's cert")
+    parser.add_argument("--tls-cert", default=None, metavar="PEM", help="client cert (mutual TLS)")
+    parser.add_argument("--tls-key", default=None, metavar="PEM", help="client key (mutual TLS)")
+    parser.add_argument(
         "--tls-server-name", default=None, help="name the gateway's certificate carries"
     )
-    stop.add_argument("--account", default="", help="12-digit account (default: the gateway's)")
-    stop.add_argument("--region", default="", help="region (default: the gateway's)")
-    stop.add_argument(
+    parser.add_argument(
         "--target", default="127.0.0.1:50051", help="gateway host:port (default: %(default)s)"
     )
-    stop.add_argument("--timeout", type=float, default=None, help="deadline in seconds")
-    stop.add_argument("--json", action="store_true", help="one JSON object per update")
+    parser.add_argument("--json", action="store_true", help=json_help)
 
 
 #: `serve` flag (argparse dest) -> the setting it overrides. Flags win over the config file and
@@ -420,6 +428,16 @@ async def _stop(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+async def _jobs(args: argparse.Namespace) -> int:
+    from gateway.tools import jobs
+    from gateway.tools.client import TlsOptions, open_channel
+
+    tls = TlsOptions(args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
+    token = args.token or os.environ.get("TRANSFER_GATEWAY_TOKEN") or None
+    async with open_channel(args.target, tls) as channel:
+        return await jobs.run(args, channel, token)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -451,6 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if problem is not None:
                 print(f"transfer-gateway healthcheck: {problem}", file=sys.stderr)
             return 0 if problem is None else 1
+        if args.command == "jobs":
+            return asyncio.run(_jobs(args))
         if args.command == "bench":
             from gateway.tools import bench
 

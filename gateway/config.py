@@ -731,6 +731,12 @@ class Settings:
         _check(self, "expected_replicas", self.expected_replicas >= 1, "must be >= 1")
         _check(self, "redis_probe_seconds", self.redis_probe_seconds > 0, "must be > 0")
         _check(self, "stop_lease_seconds", self.stop_lease_seconds > 0, "must be > 0")
+        _check(
+            self,
+            "jobs",
+            self.jobs.store != "redis" or self.limiter == "redis",
+            'jobs.store = "redis" needs limiter = "redis" (the Redis shared by the replicas)',
+        )
         _check(self, "grpc_port", 0 <= self.grpc_port <= 65535, "must be a TCP port")
         _check(self, "http_port", 0 <= self.http_port <= 65535, "must be a TCP port")
         _check(

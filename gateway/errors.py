@@ -50,6 +50,7 @@ class ErrorKind(enum.Enum):
     OPERATION_IN_FLIGHT = _Row(StatusCode.FAILED_PRECONDITION, 400, "OPERATION_IN_FLIGHT")
     STOP_FAILED = _Row(StatusCode.ABORTED, 409, "STOP_FAILED")
     START_FAILED = _Row(StatusCode.ABORTED, 409, "START_FAILED")
+    JOB_FAILED = _Row(StatusCode.ABORTED, 409, "JOB_FAILED")
     DEADLINE_EXCEEDED = _Row(StatusCode.DEADLINE_EXCEEDED, 504, "DEADLINE_EXCEEDED")
     SHUTTING_DOWN = _Row(StatusCode.UNAVAILABLE, 503, "SHUTTING_DOWN")
     #: HTTP only: the request body did not arrive within http_body_timeout_seconds.

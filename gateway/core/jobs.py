@@ -27,9 +27,10 @@ from gateway.clock import Clock
 from gateway.config import JobSettings
 from gateway.core.operation import CHANGES, Operation
 from gateway.core.operations import Core
+from gateway.core.validation import validate_target
 from gateway.core.watching import Observation, Subscription
 from gateway.domain import BucketKey, ServerState, Stage, Target
-from gateway.errors import ErrorKind, GatewayError
+from gateway.errors import ErrorKind, FieldViolation, GatewayError, InvalidArgument
 from gateway.limiting.base import Priority
 
 log = structlog.get_logger(__name__)
@@ -139,12 +140,19 @@ JOB_ID_PREFIX = "job-"
 
 @dataclass(frozen=True)
 class JobEvent:
-    """One thing that happened to a job: the job as it is now, and the server that changed
-    (None for a change of the job itself: selected, cancelled, ended)."""
+    """One thing that happened to a job: the job, the server that changed (None for a change
+    of the job itself: selected, cancelled, ended), and the job's state and counts right after
+    it (the Job itself moves on while the event waits to be sent)."""
 
     job: Job
     item: JobItem | None = None
     estimate: float | None = None  # seconds left, from the budget (None: nothing to say)
+    state: JobState | None = None
+    counts: Mapping[ItemStatus, int] | None = None
+
+    @classmethod
+    def now(cls, job: Job, item: JobItem | None, estimate: float | None) -> JobEvent:
+        return cls(job, item, estimate, job.state, job.counts())
 
 
 class JobStore(Protocol):
@@ -393,7 +401,7 @@ class JobManager:
     async def watch(self, job_id: str) -> AsyncIterator[JobEvent]:
         """The job now, then every change (of a server, or of the job) until it ends."""
         job = self.get(job_id)
-        yield JobEvent(job, None, self.estimate(job))
+        yield JobEvent.now(job, None, self.estimate(job))
         run = self._running.get(job_id)
         if run is None or job.state.ended:
             return
@@ -405,7 +413,7 @@ class JobManager:
                 if event is None:
                     return  # the gateway is closing: the job resumes at the next start
                 yield event
-                if event.item is None and event.job.state.ended:
+                if event.item is None and event.state is not None and event.state.ended:
                     return
         finally:
             run.watchers.discard(queue)
@@ -413,7 +421,7 @@ class JobManager:
     def estimate(self, job: Job) -> float | None:
         """Seconds left, from the budget: each account's servers not yet requested over its
         rate (accounts run side by side, so the slowest one decides)."""
-        if self._rate_for is None or job.state.ended:
+        if self._rate_for is None or job.state is not JobState.RUNNING:
             return None
         left: Counter[BucketKey] = Counter(
             item.target.bucket
@@ -764,7 +772,7 @@ class JobManager:
         self._publish(run, replace(item))
 
     def _publish(self, run: _Running, item: JobItem | None) -> None:
-        event = JobEvent(run.job, item, self.estimate(run.job))
+        event = JobEvent.now(run.job, item, self.estimate(run.job))
         for queue in run.watchers:
             queue.put_nowait(event)
 
@@ -816,3 +824,100 @@ def parse_states(names: Iterable[str]) -> tuple[ServerState, ...]:
             raise GatewayError(ErrorKind.INVALID_ARGUMENT, f"no such server state {name[:40]}")
         out.append(state)
     return tuple(out)
+
+
+def build_spec(
+    operation: str,
+    targets: Sequence[tuple[str, str, str]],
+    selector: tuple[Sequence[str], Sequence[str], Sequence[str], Mapping[str, str]] | None,
+    *,
+    request_id: str = "",
+    default_account: str,
+    default_region: str,
+    names: Callable[[str], str] = lambda name: name,
+) -> JobSpec:
+    """A JobSpec from a face's raw fields, every bad field named at once (InvalidArgument):
+    `targets` as (server id, account, region); `selector` as (accounts, regions, state names,
+    tags); exactly one of the two. `names` spells a field path as the face's callers do
+    (`targets[0].server_id`, HTTP's `targets[0].serverId`)."""
+    violations: list[FieldViolation] = []
+    if operation not in _OPERATIONS:
+        violations.append(
+            FieldViolation(names("operation"), "must be JOB_OPERATION_STOP or JOB_OPERATION_START")
+        )
+    if bool(targets) == (selector is not None):
+        violations.append(
+            FieldViolation(names("targets"), "give listed targets or a selector (exactly one)")
+        )
+    checked: list[Target] = []
+    for i, (server_id, account, region) in enumerate(targets):
+        path = f"targets[{i}]"
+        try:
+            checked.append(
+                validate_target(
+                    server_id,
+                    account,
+                    region,
+                    default_account=default_account,
+                    default_region=default_region,
+                    field_names=(
+                        names(f"{path}.server_id"),
+                        names(f"{path}.account_id"),
+                        names(f"{path}.region"),
+                    ),
+                )
+            )
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+    chosen: Selector | None = None
+    if selector is not None:
+        accounts, regions, state_names, tags = selector
+        accounts = list(dict.fromkeys(accounts)) or [default_account]
+        regions = list(dict.fromkeys(regions)) or [default_region]
+        for i, account in enumerate(accounts):
+            violations.extend(
+                _field_problems(account, default_region, names(f"selector.account_ids[{i}]"), "")
+            )
+        for i, region in enumerate(regions):
+            violations.extend(
+                _field_problems(default_account, region, "", names(f"selector.regions[{i}]"))
+            )
+        states: list[ServerState] = []
+        for i, name in enumerate(state_names):
+            state = ServerState.parse(name.removeprefix("SERVER_STATE_"))
+            if state is ServerState.UNKNOWN:
+                violations.append(
+                    FieldViolation(names(f"selector.states[{i}]"), "is not a server state")
+                )
+            states.append(state)
+        for key in tags:
+            if not key or len(key) > 128:
+                violations.append(
+                    FieldViolation(names("selector.tags"), "keys must be 1 to 128 characters")
+                )
+                break
+        chosen = Selector(
+            tuple(accounts), tuple(regions), tuple(states), tuple(sorted(tags.items()))
+        )
+    if len(request_id) > 128:
+        violations.append(FieldViolation(names("request_id"), "must be at most 128 characters"))
+    if violations:
+        raise InvalidArgument(violations)
+    return JobSpec(operation, tuple(checked), chosen, request_id)
+
+
+def _field_problems(
+    account: str, region: str, account_field: str, region_field: str
+) -> list[FieldViolation]:
+    try:
+        validate_target(
+            "s-00000000000000000",
+            account,
+            region,
+            default_account=account,
+            default_region=region,
+            field_names=("server_id", account_field, region_field),
+        )
+    except InvalidArgument as exc:
+        return list(exc.violations)
+    return []

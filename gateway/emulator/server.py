@@ -9,7 +9,7 @@ import logging
 import random
 import signal
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -28,6 +28,8 @@ STATS_PATH: Final = "/_emulator/stats"
 RESET_PATH: Final = "/_emulator/reset"
 #: Every call's time and outcome, for tests that check rates across processes (read-only).
 CALLS_PATH: Final = "/_emulator/calls"
+#: Calls the service acted on (past the quota), per server: `?operation=StopServer`.
+SERVER_CALLS_PATH: Final = "/_emulator/server-calls"
 #: The call log keeps the latest calls only: memory stays bounded under a long load test.
 CALL_LOG_SIZE: Final = 200_000
 #: ListServers' page size when the caller sends no MaxResults.
@@ -80,6 +82,8 @@ class Emulator:
         self._stats: dict[tuple[str, str, str], OpStats] = {}
         #: (clock time, account, region, operation, outcome) of the latest calls.
         self._call_log: deque[tuple[float, str, str, str, str]] = deque(maxlen=CALL_LOG_SIZE)
+        #: (account, region, operation, server id) -> calls past the quota naming that server.
+        self._server_calls: Counter[tuple[str, str, str, str]] = Counter()
         self._operations: dict[str, _Operation] = {
             "CreateServer": self._create_server,
             "DescribeServer": self._describe_server,
@@ -100,6 +104,7 @@ class Emulator:
         self.app.router.add_get(STATS_PATH, self._handle_stats)
         self.app.router.add_post(RESET_PATH, self._handle_reset)
         self.app.router.add_get(CALLS_PATH, self._handle_calls)
+        self.app.router.add_get(SERVER_CALLS_PATH, self._handle_server_calls)
         self.app.router.add_route("*", "/", self._handle_wrong_method)
         self.app.router.add_route("*", "/{tail:.*}", self._handle_unknown_path)
 
@@ -183,6 +188,24 @@ class Emulator:
         """Zero every counter and empty the call log; servers and quota buckets stay."""
         self._stats.clear()
         self._call_log.clear()
+        self._server_calls.clear()
+
+    def calls_to(self, operation: str, server_id: str) -> int:
+        """Calls of `operation` naming `server_id` that the service acted on (past the quota:
+        a throttled attempt is not one), in any account."""
+        return sum(
+            n
+            for (_, _, op, sid), n in self._server_calls.items()
+            if op == operation and sid == server_id
+        )
+
+    def server_calls(self, operation: str) -> dict[str, int]:
+        """`{"<account>/<region>/<server id>": calls}` of `operation` past the quota."""
+        return {
+            f"{a}/{r}/{sid}": n
+            for (a, r, op, sid), n in self._server_calls.items()
+            if op == operation
+        }
 
     def call_log(self, operation: str | None = None) -> list[dict[str, Any]]:
         """The latest calls (oldest first), of one operation or all: `at` is the emulator's
@@ -259,6 +282,9 @@ class Emulator:
                     "SerializationException", f"Request body too large: {exc.text}", 413
                 ) from exc
             body = protocol.parse_body(raw)
+            server_id = body.get("ServerId")
+            if isinstance(server_id, str):
+                self._server_calls[(account, region, name, server_id)] += 1
             return protocol.ok_response(operation(account, region, body), request_id)
         except AwsError as exc:
             return protocol.error_response(exc, request_id)
@@ -284,7 +310,8 @@ class Emulator:
         error = AwsError(
             "UnknownOperationException",
             f"No route for {request.method} {request.path}: AWS calls are POST /, see "
-            f"GET {STATS_PATH}, GET {CALLS_PATH} and POST {RESET_PATH} for the emulator's own",
+            f"GET {STATS_PATH}, GET {CALLS_PATH}, GET {SERVER_CALLS_PATH} and POST {RESET_PATH}"
+            " for the emulator's own",
             status=404,
         )
         return protocol.error_response(error, protocol.new_request_id())
@@ -294,6 +321,10 @@ class Emulator:
 
     async def _handle_calls(self, request: web.Request) -> web.Response:
         return web.json_response({"calls": self.call_log(request.query.get("operation"))})
+
+    async def _handle_server_calls(self, request: web.Request) -> web.Response:
+        operation = request.query.get("operation", "StopServer")
+        return web.json_response({"operation": operation, "calls": self.server_calls(operation)})
 
     async def _handle_reset(self, request: web.Request) -> web.Response:
         self.reset_stats()

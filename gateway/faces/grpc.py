@@ -8,18 +8,21 @@ from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import structlog
+from google.longrunning import operations_pb2_grpc
 from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from gateway.config import GrpcKeepaliveSettings
+from gateway.core.jobs import JobManager
 from gateway.core.operation import START, STOP, WATCH, Operation
 from gateway.core.operations import Core
 from gateway.errors import FieldViolation, GatewayError, InvalidArgument
 from gateway.faces.auth import Access, grpc_caller
 from gateway.faces.call import Ask, Calls
 from gateway.faces.introspection import HealthServicer, add_introspection
+from gateway.faces.jobs import JobMethods, OperationsService
 from gateway.faces.messages import error_to_status, update_to_proto
 from gateway.limiting.callers import CallerLimits
 from gateway.observability import Metrics
@@ -27,6 +30,7 @@ from gateway.observability import Metrics
 log = structlog.get_logger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TransferGateway"].full_name
+OPERATIONS_SERVICE = "google.longrunning.Operations"
 
 #: grpc.aio cancels new calls beyond `grpc.server.max_pending_requests` (default 1000) in a
 #: burst; load tests open 10,000 streams at once. It also cancels (CANCELLED, "CANCELLED") a
@@ -65,8 +69,9 @@ _Request = pb.StopServerRequest | pb.StartServerRequest | pb.WatchServerRequest
 _Context = grpc.aio.ServicerContext[_Request, pb.ServerStateUpdate]
 
 
-class TransferGatewayService(pb_grpc.TransferGatewayServicer):
-    """Each method: its operation, run through the call wrapper; updates and errors rendered."""
+class TransferGatewayService(JobMethods, pb_grpc.TransferGatewayServicer):
+    """Each method: its operation, run through the call wrapper; updates and errors rendered.
+    The job methods (CreateJob, ...) come from gateway.faces.jobs."""
 
     def __init__(
         self,
@@ -74,8 +79,13 @@ class TransferGatewayService(pb_grpc.TransferGatewayServicer):
         metrics: Metrics,
         access: Access | None = None,
         limits: CallerLimits | None = None,
+        *,
+        jobs: JobManager | None = None,
     ) -> None:
         self._calls = Calls("grpc", core, metrics, access, limits=limits)
+        self._jobs = jobs
+        self._metrics = metrics
+        self._access = access
 
     async def StopServer(
         self, request: pb.StopServerRequest, context: _Context
@@ -122,14 +132,23 @@ async def _abort(
     await context.abort(status.code, status.details, status.trailing_metadata)
 
 
-def add_services(server: grpc.aio.Server, service: TransferGatewayService) -> HealthServicer:
-    """Register the gateway, health (grpc.health.v1) and reflection (v1 and v1alpha); return
-    the health servicer so the app can turn it NOT_SERVING when it drains. The gateway's and
-    health's methods answer INVALID_ARGUMENT to request bytes that are not a message."""
+def add_services(
+    server: grpc.aio.Server,
+    service: TransferGatewayService,
+    operations: OperationsService | None = None,
+) -> HealthServicer:
+    """Register the gateway, google.longrunning.Operations (the jobs, when given), health
+    (grpc.health.v1) and reflection (v1 and v1alpha); return the health servicer so the app can
+    turn it NOT_SERVING when it drains. The gateway's and health's methods answer
+    INVALID_ARGUMENT to request bytes that are not a message."""
     tolerant = TolerantRegistrar(server)
     # Typed as a server: it is one to the generated code, which only registers handlers.
     pb_grpc.add_TransferGatewayServicer_to_server(service, cast(grpc.aio.Server, tolerant))
-    return add_introspection(server, [SERVICE_NAME], health_server=tolerant)
+    names = [SERVICE_NAME]
+    if operations is not None:
+        operations_pb2_grpc.add_OperationsServicer_to_server(operations, tolerant)
+        names.append(OPERATIONS_SERVICE)
+    return add_introspection(server, names, health_server=tolerant)
 
 
 # -- request bytes that are not a message ----------------------------------------------------

@@ -358,6 +358,84 @@ def _stream_responses(summary: str) -> dict[str, Any]:
     return responses
 
 
+def _json_responses(summary: str, schema: str) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200": {
+            "description": summary,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+        }
+    }
+    for status in _ERROR_STATUSES:
+        responses[status] = {
+            "description": "An error (google.rpc.Status).",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}},
+        }
+    return responses
+
+
+def _job_paths() -> dict[str, Any]:
+    """The fleet-job routes (gateway/faces/jobs.py; docs/jobs.md): proto JSON of the messages
+    in gateway.proto (CreateJobRequest, Job, ListJobsResponse, JobUpdate) and
+    google.longrunning.Operation."""
+    job_id = {
+        "name": "jobId",
+        "in": "path",
+        "required": True,
+        "description": "A job id: `job-` and 16 hex digits.",
+        "schema": {"type": "string"},
+    }
+    body = {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/CreateJobRequest"}}
+        },
+    }
+    return {
+        "/v1/jobs": {
+            "post": {
+                "operationId": "CreateJob",
+                "summary": "Stop or start many servers as one durable job (listed or selected);"
+                " answers a google.longrunning.Operation at once.",
+                "requestBody": body,
+                "responses": _json_responses("The job's Operation.", "Operation"),
+            },
+            "get": {
+                "operationId": "ListJobs",
+                "summary": "The jobs, newest first (without their servers).",
+                "parameters": [
+                    {"name": "pageSize", "in": "query", "schema": {"type": "integer"}},
+                    {"name": "pageToken", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": _json_responses("One page of jobs.", "ListJobsResponse"),
+            },
+        },
+        "/v1/jobs/{jobId}": {
+            "get": {
+                "operationId": "GetJob",
+                "summary": "A job with each of its servers' progress.",
+                "parameters": [job_id],
+                "responses": _json_responses("The job.", "Job"),
+            }
+        },
+        "/v1/jobs/{jobId}:watch": {
+            "get": {
+                "operationId": "WatchJob",
+                "summary": "Stream a job: the job, then one line per change, until it ends.",
+                "parameters": [job_id],
+                "responses": _stream_responses("One line (or SSE event) per JobUpdate."),
+            }
+        },
+        "/v1/jobs/{jobId}:cancel": {
+            "post": {
+                "operationId": "CancelJob",
+                "summary": "Request nothing more; what was requested is watched to its end.",
+                "parameters": [job_id],
+                "responses": _json_responses("The job.", "Job"),
+            }
+        },
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3 description of the JSON routes (tests check it against the router)."""
     region_schema = {"type": "string", "description": "AWS region; default: the gateway's."}
@@ -417,6 +495,7 @@ def openapi_document() -> dict[str, Any]:
                     "responses": _stream_responses("One line (or SSE event) per state update."),
                 }
             },
+            **_job_paths(),
             "/healthz": {
                 "get": {
                     "operationId": "Healthz",
@@ -519,6 +598,38 @@ def openapi_document() -> dict[str, Any]:
                             },
                         },
                     },
+                },
+                "CreateJobRequest": {
+                    "type": "object",
+                    "description": "transfer_gateway.v1.CreateJobRequest in proto JSON:"
+                    " operation (JOB_OPERATION_STOP or JOB_OPERATION_START), targets"
+                    " [{serverId, accountId, region}] or selector {accountIds, regions, states,"
+                    " tags}, requestId.",
+                    "properties": {
+                        "operation": {
+                            "type": "string",
+                            "enum": ["JOB_OPERATION_STOP", "JOB_OPERATION_START"],
+                        },
+                        "targets": {"type": "array", "items": {"type": "object"}},
+                        "selector": {"type": "object"},
+                        "requestId": {"type": "string"},
+                    },
+                },
+                "Job": {
+                    "type": "object",
+                    "description": "transfer_gateway.v1.Job in proto JSON (docs/jobs.md).",
+                },
+                "ListJobsResponse": {
+                    "type": "object",
+                    "properties": {
+                        "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+                        "nextPageToken": {"type": "string"},
+                    },
+                },
+                "Operation": {
+                    "type": "object",
+                    "description": "google.longrunning.Operation: name operations/<jobId>,"
+                    " metadata (a Job), done, then response (a Job) or error (google.rpc.Status).",
                 },
                 "StreamLine": {
                     "type": "object",

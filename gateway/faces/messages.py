@@ -10,7 +10,7 @@ from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway.domain import ServerState, StateUpdate
 from gateway.errors import ERROR_DOMAIN, GatewayError
 
-_STATES: dict[ServerState, pb.ServerState.ValueType] = {
+STATES: dict[ServerState, pb.ServerState.ValueType] = {
     ServerState.UNKNOWN: pb.SERVER_STATE_UNSPECIFIED,
     ServerState.OFFLINE: pb.SERVER_STATE_OFFLINE,
     ServerState.ONLINE: pb.SERVER_STATE_ONLINE,
@@ -36,7 +36,7 @@ def update_to_proto(update: StateUpdate) -> pb.ServerStateUpdate:
         server_id=update.target.server_id,
         account_id=update.target.account_id,
         region=update.target.region,
-        state=_STATES[update.state],
+        state=STATES[update.state],
         stage=stage_to_proto(update),
         observed_at=observed,
         terminal=update.terminal,

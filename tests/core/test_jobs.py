@@ -15,8 +15,7 @@ from gateway.core.jobs import ItemStatus, Job, JobManager, JobSpec, JobState, Se
 from gateway.core.jobstore import MemoryJobStore, SqliteJobStore
 from gateway.domain import ServerState, Target
 from gateway.errors import ErrorKind, GatewayError
-from tests.core.conftest import CoreFactory
-from tests.support.core import ACCOUNT, REGION, CoreRig, core_settings, read, settle
+from tests.support.core import ACCOUNT, REGION, CoreFactory, CoreRig, core_settings, read, settle
 from tests.support.fake_upstream import FakeUpstream, targets
 
 OTHER = "444455556666"

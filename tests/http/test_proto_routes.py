@@ -41,11 +41,16 @@ def _routes(app: GatewayApp) -> set[tuple[str, str]]:
 class TestHttpAnnotations:
     def test_every_rpc_declares_its_route(self) -> None:
         """StopServer is POST .../{server_id}:stop with the body carrying the other fields, and
-        StartServer POST .../{server_id}:start alike;
+        StartServer POST .../{server_id}:start alike; the job methods mirror AIP-151's shape;
         WatchServer is GET .../{server_id}:watch (its fields are query parameters)."""
         assert _declared() == {
             "StopServer": ("POST", "/v1/servers/{serverId}:stop", "*"),
             "StartServer": ("POST", "/v1/servers/{serverId}:start", "*"),
+            "CreateJob": ("POST", "/v1/jobs", "*"),
+            "GetJob": ("GET", "/v1/jobs/{jobId}", ""),
+            "ListJobs": ("GET", "/v1/jobs", ""),
+            "WatchJob": ("GET", "/v1/jobs/{jobId}:watch", ""),
+            "CancelJob": ("POST", "/v1/jobs/{jobId}:cancel", "*"),
             "WatchServer": ("GET", "/v1/servers/{serverId}:watch", ""),
         }
 

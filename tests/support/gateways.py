@@ -9,7 +9,14 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from gateway.app import GatewayApp
-from gateway.config import BudgetSettings, CoreSettings, EmulatorSettings, Settings, WatchSettings
+from gateway.config import (
+    BudgetSettings,
+    CoreSettings,
+    EmulatorSettings,
+    JobSettings,
+    Settings,
+    WatchSettings,
+)
 
 _T = TypeVar("_T")
 
@@ -31,6 +38,8 @@ def make_settings(
         watch=dataclasses.replace(FAST_WATCH, **(watch or {})),
     )
     top.setdefault("http_port", 0)
+    # Jobs kept in memory: a test gateway leaves no file, and never resumes another's jobs.
+    top.setdefault("jobs", JobSettings(sqlite_path=":memory:"))
     return Settings(
         grpc_port=0,
         demo_servers=0,

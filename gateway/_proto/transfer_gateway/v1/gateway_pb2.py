@@ -23,35 +23,80 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!transfer_gateway/v1/gateway.proto\x12\x13transfer_gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n\x11StopServerRequest\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\"K\n\x12StartServerRequest\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\"K\n\x12WatchServerRequest\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\"\xb1\x02\n\x11ServerStateUpdate\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12/\n\x05state\x18\x04 \x01(\x0e\x32 .transfer_gateway.v1.ServerState\x12)\n\x05stage\x18\x05 \x01(\x0e\x32\x1a.transfer_gateway.v1.Stage\x12/\n\x0bobserved_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08terminal\x18\x07 \x01(\x08\x12\x16\n\x0e\x61ws_request_id\x18\x08 \x01(\t\x12.\n\x0b\x62udget_wait\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration*\xd1\x01\n\x0bServerState\x12\x1c\n\x18SERVER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SERVER_STATE_OFFLINE\x10\x01\x12\x17\n\x13SERVER_STATE_ONLINE\x10\x02\x12\x19\n\x15SERVER_STATE_STARTING\x10\x03\x12\x19\n\x15SERVER_STATE_STOPPING\x10\x04\x12\x1d\n\x19SERVER_STATE_START_FAILED\x10\x05\x12\x1c\n\x18SERVER_STATE_STOP_FAILED\x10\x06*\x95\x01\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x1c\n\x18STAGE_WAITING_FOR_BUDGET\x10\x01\x12\x18\n\x14STAGE_STOP_REQUESTED\x10\x02\x12\x12\n\x0eSTAGE_WATCHING\x10\x03\x12\x0e\n\nSTAGE_DONE\x10\x04\x12\x19\n\x15STAGE_START_REQUESTED\x10\x05\x32\xb2\x03\n\x0fTransferGateway\x12\x87\x01\n\nStopServer\x12&.transfer_gateway.v1.StopServerRequest\x1a&.transfer_gateway.v1.ServerStateUpdate\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/servers/{server_id}:stop:\x01*0\x01\x12\x8a\x01\n\x0bStartServer\x12\'.transfer_gateway.v1.StartServerRequest\x1a&.transfer_gateway.v1.ServerStateUpdate\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/servers/{server_id}:start:\x01*0\x01\x12\x87\x01\n\x0bWatchServer\x12\'.transfer_gateway.v1.WatchServerRequest\x1a&.transfer_gateway.v1.ServerStateUpdate\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/servers/{server_id}:watch0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!transfer_gateway/v1/gateway.proto\x12\x13transfer_gateway.v1\x1a\x1cgoogle/api/annotations.proto\x1a#google/longrunning/operations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"B\n\tJobTarget\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\"\xcc\x01\n\x0bJobSelector\x12\x13\n\x0b\x61\x63\x63ount_ids\x18\x01 \x03(\t\x12\x0f\n\x07regions\x18\x02 \x03(\t\x12\x30\n\x06states\x18\x03 \x03(\x0e\x32 .transfer_gateway.v1.ServerState\x12\x38\n\x04tags\x18\x04 \x03(\x0b\x32*.transfer_gateway.v1.JobSelector.TagsEntry\x1a+\n\tTagsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8b\x01\n\tJobCounts\x12\r\n\x05total\x18\x01 \x01(\x05\x12\x0f\n\x07pending\x18\x02 \x01(\x05\x12\x1a\n\x12waiting_for_budget\x18\x03 \x01(\x05\x12\x11\n\trequested\x18\x04 \x01(\x05\x12\x0c\n\x04\x64one\x18\x05 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x06 \x01(\x05\x12\x11\n\tcancelled\x18\x07 \x01(\x05\"\x9f\x02\n\tJobServer\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12\x34\n\x06status\x18\x04 \x01(\x0e\x32$.transfer_gateway.v1.JobServerStatus\x12/\n\x05state\x18\x05 \x01(\x0e\x32 .transfer_gateway.v1.ServerState\x12\x14\n\x0c\x65rror_reason\x18\x06 \x01(\t\x12\x15\n\rerror_message\x18\x07 \x01(\t\x12\x16\n\x0e\x61ws_request_id\x18\x08 \x01(\t\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x98\x04\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x34\n\toperation\x18\x03 \x01(\x0e\x32!.transfer_gateway.v1.JobOperation\x12/\n\x07targets\x18\x04 \x03(\x0b\x32\x1e.transfer_gateway.v1.JobTarget\x12\x32\n\x08selector\x18\x05 \x01(\x0b\x32 .transfer_gateway.v1.JobSelector\x12,\n\x05state\x18\x06 \x01(\x0e\x32\x1d.transfer_gateway.v1.JobState\x12.\n\x06\x63ounts\x18\x07 \x01(\x0b\x32\x1e.transfer_gateway.v1.JobCounts\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61ncel_requested\x18\n \x01(\x08\x12\x15\n\rerror_message\x18\x0b \x01(\t\x12\x36\n\x13\x65stimated_time_left\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x07servers\x18\r \x03(\x0b\x32\x1e.transfer_gateway.v1.JobServer\"\xc1\x01\n\x10\x43reateJobRequest\x12\x34\n\toperation\x18\x01 \x01(\x0e\x32!.transfer_gateway.v1.JobOperation\x12/\n\x07targets\x18\x02 \x03(\x0b\x32\x1e.transfer_gateway.v1.JobTarget\x12\x32\n\x08selector\x18\x03 \x01(\x0b\x32 .transfer_gateway.v1.JobSelector\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"8\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"S\n\x10ListJobsResponse\x12&\n\x04jobs\x18\x01 \x03(\x0b\x32\x18.transfer_gateway.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"b\n\tJobUpdate\x12%\n\x03job\x18\x01 \x01(\x0b\x32\x18.transfer_gateway.v1.Job\x12.\n\x06server\x18\x02 \x01(\x0b\x32\x1e.transfer_gateway.v1.JobServer\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"J\n\x11StopServerRequest\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\"K\n\x12StartServerRequest\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\"K\n\x12WatchServerRequest\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\"\xb1\x02\n\x11ServerStateUpdate\x12\x11\n\tserver_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0e\n\x06region\x18\x03 \x01(\t\x12/\n\x05state\x18\x04 \x01(\x0e\x32 .transfer_gateway.v1.ServerState\x12)\n\x05stage\x18\x05 \x01(\x0e\x32\x1a.transfer_gateway.v1.Stage\x12/\n\x0bobserved_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08terminal\x18\x07 \x01(\x08\x12\x16\n\x0e\x61ws_request_id\x18\x08 \x01(\t\x12.\n\x0b\x62udget_wait\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration*^\n\x0cJobOperation\x12\x1d\n\x19JOB_OPERATION_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_OPERATION_STOP\x10\x01\x12\x17\n\x13JOB_OPERATION_START\x10\x02*\x9d\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13JOB_STATE_SELECTING\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05*\xf9\x01\n\x0fJobServerStatus\x12!\n\x1dJOB_SERVER_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19JOB_SERVER_STATUS_PENDING\x10\x01\x12(\n$JOB_SERVER_STATUS_WAITING_FOR_BUDGET\x10\x02\x12\x1f\n\x1bJOB_SERVER_STATUS_REQUESTED\x10\x03\x12\x1a\n\x16JOB_SERVER_STATUS_DONE\x10\x04\x12\x1c\n\x18JOB_SERVER_STATUS_FAILED\x10\x05\x12\x1f\n\x1bJOB_SERVER_STATUS_CANCELLED\x10\x06*\xd1\x01\n\x0bServerState\x12\x1c\n\x18SERVER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14SERVER_STATE_OFFLINE\x10\x01\x12\x17\n\x13SERVER_STATE_ONLINE\x10\x02\x12\x19\n\x15SERVER_STATE_STARTING\x10\x03\x12\x19\n\x15SERVER_STATE_STOPPING\x10\x04\x12\x1d\n\x19SERVER_STATE_START_FAILED\x10\x05\x12\x1c\n\x18SERVER_STATE_STOP_FAILED\x10\x06*\x95\x01\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\x1c\n\x18STAGE_WAITING_FOR_BUDGET\x10\x01\x12\x18\n\x14STAGE_STOP_REQUESTED\x10\x02\x12\x12\n\x0eSTAGE_WATCHING\x10\x03\x12\x0e\n\nSTAGE_DONE\x10\x04\x12\x19\n\x15STAGE_START_REQUESTED\x10\x05\x32\xdd\x07\n\x0fTransferGateway\x12\x87\x01\n\nStopServer\x12&.transfer_gateway.v1.StopServerRequest\x1a&.transfer_gateway.v1.ServerStateUpdate\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/servers/{server_id}:stop:\x01*0\x01\x12\x8a\x01\n\x0bStartServer\x12\'.transfer_gateway.v1.StartServerRequest\x1a&.transfer_gateway.v1.ServerStateUpdate\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/servers/{server_id}:start:\x01*0\x01\x12\x87\x01\n\x0bWatchServer\x12\'.transfer_gateway.v1.WatchServerRequest\x1a&.transfer_gateway.v1.ServerStateUpdate\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/servers/{server_id}:watch0\x01\x12s\n\tCreateJob\x12%.transfer_gateway.v1.CreateJobRequest\x1a\x1d.google.longrunning.Operation\" \xca\x41\n\n\x03Job\x12\x03Job\x82\xd3\xe4\x93\x02\r\"\x08/v1/jobs:\x01*\x12\x61\n\x06GetJob\x12\".transfer_gateway.v1.GetJobRequest\x1a\x18.transfer_gateway.v1.Job\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/jobs/{job_id}\x12i\n\x08ListJobs\x12$.transfer_gateway.v1.ListJobsRequest\x1a%.transfer_gateway.v1.ListJobsResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/jobs\x12s\n\x08WatchJob\x12$.transfer_gateway.v1.WatchJobRequest\x1a\x1e.transfer_gateway.v1.JobUpdate\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/jobs/{job_id}:watch0\x01\x12q\n\tCancelJob\x12%.transfer_gateway.v1.CancelJobRequest\x1a\x18.transfer_gateway.v1.Job\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/jobs/{job_id}:cancel:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'transfer_gateway.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_JOBSELECTOR_TAGSENTRY']._loaded_options = None
+  _globals['_JOBSELECTOR_TAGSENTRY']._serialized_options = b'8\001'
   _globals['_TRANSFERGATEWAY'].methods_by_name['StopServer']._loaded_options = None
   _globals['_TRANSFERGATEWAY'].methods_by_name['StopServer']._serialized_options = b'\202\323\344\223\002!\"\034/v1/servers/{server_id}:stop:\001*'
   _globals['_TRANSFERGATEWAY'].methods_by_name['StartServer']._loaded_options = None
   _globals['_TRANSFERGATEWAY'].methods_by_name['StartServer']._serialized_options = b'\202\323\344\223\002\"\"\035/v1/servers/{server_id}:start:\001*'
   _globals['_TRANSFERGATEWAY'].methods_by_name['WatchServer']._loaded_options = None
   _globals['_TRANSFERGATEWAY'].methods_by_name['WatchServer']._serialized_options = b'\202\323\344\223\002\037\022\035/v1/servers/{server_id}:watch'
-  _globals['_SERVERSTATE']._serialized_start=692
-  _globals['_SERVERSTATE']._serialized_end=901
-  _globals['_STAGE']._serialized_start=904
-  _globals['_STAGE']._serialized_end=1053
-  _globals['_STOPSERVERREQUEST']._serialized_start=153
-  _globals['_STOPSERVERREQUEST']._serialized_end=227
-  _globals['_STARTSERVERREQUEST']._serialized_start=229
-  _globals['_STARTSERVERREQUEST']._serialized_end=304
-  _globals['_WATCHSERVERREQUEST']._serialized_start=306
-  _globals['_WATCHSERVERREQUEST']._serialized_end=381
-  _globals['_SERVERSTATEUPDATE']._serialized_start=384
-  _globals['_SERVERSTATEUPDATE']._serialized_end=689
-  _globals['_TRANSFERGATEWAY']._serialized_start=1056
-  _globals['_TRANSFERGATEWAY']._serialized_end=1490
+  _globals['_TRANSFERGATEWAY'].methods_by_name['CreateJob']._loaded_options = None
+  _globals['_TRANSFERGATEWAY'].methods_by_name['CreateJob']._serialized_options = b'\312A\n\n\003Job\022\003Job\202\323\344\223\002\r\"\010/v1/jobs:\001*'
+  _globals['_TRANSFERGATEWAY'].methods_by_name['GetJob']._loaded_options = None
+  _globals['_TRANSFERGATEWAY'].methods_by_name['GetJob']._serialized_options = b'\202\323\344\223\002\023\022\021/v1/jobs/{job_id}'
+  _globals['_TRANSFERGATEWAY'].methods_by_name['ListJobs']._loaded_options = None
+  _globals['_TRANSFERGATEWAY'].methods_by_name['ListJobs']._serialized_options = b'\202\323\344\223\002\n\022\010/v1/jobs'
+  _globals['_TRANSFERGATEWAY'].methods_by_name['WatchJob']._loaded_options = None
+  _globals['_TRANSFERGATEWAY'].methods_by_name['WatchJob']._serialized_options = b'\202\323\344\223\002\031\022\027/v1/jobs/{job_id}:watch'
+  _globals['_TRANSFERGATEWAY'].methods_by_name['CancelJob']._loaded_options = None
+  _globals['_TRANSFERGATEWAY'].methods_by_name['CancelJob']._serialized_options = b'\202\323\344\223\002\035\"\030/v1/jobs/{job_id}:cancel:\001*'
+  _globals['_JOBOPERATION']._serialized_start=2517
+  _globals['_JOBOPERATION']._serialized_end=2611
+  _globals['_JOBSTATE']._serialized_start=2614
+  _globals['_JOBSTATE']._serialized_end=2771
+  _globals['_JOBSERVERSTATUS']._serialized_start=2774
+  _globals['_JOBSERVERSTATUS']._serialized_end=3023
+  _globals['_SERVERSTATE']._serialized_start=3026
+  _globals['_SERVERSTATE']._serialized_end=3235
+  _globals['_STAGE']._serialized_start=3238
+  _globals['_STAGE']._serialized_end=3387
+  _globals['_JOBTARGET']._serialized_start=190
+  _globals['_JOBTARGET']._serialized_end=256
+  _globals['_JOBSELECTOR']._serialized_start=259
+  _globals['_JOBSELECTOR']._serialized_end=463
+  _globals['_JOBSELECTOR_TAGSENTRY']._serialized_start=420
+  _globals['_JOBSELECTOR_TAGSENTRY']._serialized_end=463
+  _globals['_JOBCOUNTS']._serialized_start=466
+  _globals['_JOBCOUNTS']._serialized_end=605
+  _globals['_JOBSERVER']._serialized_start=608
+  _globals['_JOBSERVER']._serialized_end=895
+  _globals['_JOB']._serialized_start=898
+  _globals['_JOB']._serialized_end=1434
+  _globals['_CREATEJOBREQUEST']._serialized_start=1437
+  _globals['_CREATEJOBREQUEST']._serialized_end=1630
+  _globals['_GETJOBREQUEST']._serialized_start=1632
+  _globals['_GETJOBREQUEST']._serialized_end=1663
+  _globals['_LISTJOBSREQUEST']._serialized_start=1665
+  _globals['_LISTJOBSREQUEST']._serialized_end=1721
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1723
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1806
+  _globals['_WATCHJOBREQUEST']._serialized_start=1808
+  _globals['_WATCHJOBREQUEST']._serialized_end=1841
+  _globals['_JOBUPDATE']._serialized_start=1843
+  _globals['_JOBUPDATE']._serialized_end=1941
+  _globals['_CANCELJOBREQUEST']._serialized_start=1943
+  _globals['_CANCELJOBREQUEST']._serialized_end=1977
+  _globals['_STOPSERVERREQUEST']._serialized_start=1979
+  _globals['_STOPSERVERREQUEST']._serialized_end=2053
+  _globals['_STARTSERVERREQUEST']._serialized_start=2055
+  _globals['_STARTSERVERREQUEST']._serialized_end=2130
+  _globals['_WATCHSERVERREQUEST']._serialized_start=2132
+  _globals['_WATCHSERVERREQUEST']._serialized_end=2207
+  _globals['_SERVERSTATEUPDATE']._serialized_start=2210
+  _globals['_SERVERSTATEUPDATE']._serialized_end=2515
+  _globals['_TRANSFERGATEWAY']._serialized_start=3390
+  _globals['_TRANSFERGATEWAY']._serialized_end=4379
 # @@protoc_insertion_point(module_scope)

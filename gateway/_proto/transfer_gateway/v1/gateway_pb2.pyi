@@ -5,10 +5,12 @@ The transfer-gateway API: stop and start AWS Transfer Family servers through one
 watched path.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -20,6 +22,98 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _JobOperation:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobOperationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobOperation.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_OPERATION_UNSPECIFIED: _JobOperation.ValueType  # 0
+    JOB_OPERATION_STOP: _JobOperation.ValueType  # 1
+    """StopServer each server (done at OFFLINE)."""
+    JOB_OPERATION_START: _JobOperation.ValueType  # 2
+    """StartServer each server (done at ONLINE)."""
+
+class JobOperation(_JobOperation, metaclass=_JobOperationEnumTypeWrapper):
+    """JobOperation is what a job does to each of its servers."""
+
+JOB_OPERATION_UNSPECIFIED: JobOperation.ValueType  # 0
+JOB_OPERATION_STOP: JobOperation.ValueType  # 1
+"""StopServer each server (done at OFFLINE)."""
+JOB_OPERATION_START: JobOperation.ValueType  # 2
+"""StartServer each server (done at ONLINE)."""
+Global___JobOperation: _TypeAlias = JobOperation  # noqa: Y015
+
+class _JobState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_STATE_UNSPECIFIED: _JobState.ValueType  # 0
+    JOB_STATE_SELECTING: _JobState.ValueType  # 1
+    """Choosing its servers (listing accounts, reading tags)."""
+    JOB_STATE_RUNNING: _JobState.ValueType  # 2
+    JOB_STATE_SUCCEEDED: _JobState.ValueType  # 3
+    """Every server ended in the operation's done state."""
+    JOB_STATE_FAILED: _JobState.ValueType  # 4
+    """At least one server failed, or the selection did (error_message says why)."""
+    JOB_STATE_CANCELLED: _JobState.ValueType  # 5
+    """Cancelled: the servers not requested before the cancel never were."""
+
+class JobState(_JobState, metaclass=_JobStateEnumTypeWrapper):
+    """JobState is where a job is."""
+
+JOB_STATE_UNSPECIFIED: JobState.ValueType  # 0
+JOB_STATE_SELECTING: JobState.ValueType  # 1
+"""Choosing its servers (listing accounts, reading tags)."""
+JOB_STATE_RUNNING: JobState.ValueType  # 2
+JOB_STATE_SUCCEEDED: JobState.ValueType  # 3
+"""Every server ended in the operation's done state."""
+JOB_STATE_FAILED: JobState.ValueType  # 4
+"""At least one server failed, or the selection did (error_message says why)."""
+JOB_STATE_CANCELLED: JobState.ValueType  # 5
+"""Cancelled: the servers not requested before the cancel never were."""
+Global___JobState: _TypeAlias = JobState  # noqa: Y015
+
+class _JobServerStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobServerStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobServerStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_SERVER_STATUS_UNSPECIFIED: _JobServerStatus.ValueType  # 0
+    JOB_SERVER_STATUS_PENDING: _JobServerStatus.ValueType  # 1
+    """Not asked for yet."""
+    JOB_SERVER_STATUS_WAITING_FOR_BUDGET: _JobServerStatus.ValueType  # 2
+    """Its call is queued for the account's budget."""
+    JOB_SERVER_STATUS_REQUESTED: _JobServerStatus.ValueType  # 3
+    """AWS accepted the call (or the server was on its way already)."""
+    JOB_SERVER_STATUS_DONE: _JobServerStatus.ValueType  # 4
+    """In the operation's done state."""
+    JOB_SERVER_STATUS_FAILED: _JobServerStatus.ValueType  # 5
+    """Failed: error_reason (a reason of the error table) and error_message say why."""
+    JOB_SERVER_STATUS_CANCELLED: _JobServerStatus.ValueType  # 6
+    """The job was cancelled before this server was asked for."""
+
+class JobServerStatus(_JobServerStatus, metaclass=_JobServerStatusEnumTypeWrapper):
+    """JobServerStatus is where one server of a job is."""
+
+JOB_SERVER_STATUS_UNSPECIFIED: JobServerStatus.ValueType  # 0
+JOB_SERVER_STATUS_PENDING: JobServerStatus.ValueType  # 1
+"""Not asked for yet."""
+JOB_SERVER_STATUS_WAITING_FOR_BUDGET: JobServerStatus.ValueType  # 2
+"""Its call is queued for the account's budget."""
+JOB_SERVER_STATUS_REQUESTED: JobServerStatus.ValueType  # 3
+"""AWS accepted the call (or the server was on its way already)."""
+JOB_SERVER_STATUS_DONE: JobServerStatus.ValueType  # 4
+"""In the operation's done state."""
+JOB_SERVER_STATUS_FAILED: JobServerStatus.ValueType  # 5
+"""Failed: error_reason (a reason of the error table) and error_message say why."""
+JOB_SERVER_STATUS_CANCELLED: JobServerStatus.ValueType  # 6
+"""The job was cancelled before this server was asked for."""
+Global___JobServerStatus: _TypeAlias = JobServerStatus  # noqa: Y015
 
 class _ServerState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -82,6 +176,438 @@ STAGE_DONE: Stage.ValueType  # 4
 STAGE_START_REQUESTED: Stage.ValueType  # 5
 """AWS accepted StartServer (or answered that the server is already starting or online)."""
 Global___Stage: _TypeAlias = Stage  # noqa: Y015
+
+@_typing.final
+class JobTarget(_message.Message):
+    """JobTarget names one server of a job; the fields mean what they mean in StopServerRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    server_id: _builtins.str
+    account_id: _builtins.str
+    region: _builtins.str
+    def __init__(
+        self,
+        *,
+        server_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        region: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "region", b"region", "server_id", b"server_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobTarget: _TypeAlias = JobTarget  # noqa: Y015
+
+@_typing.final
+class JobSelector(_message.Message):
+    """JobSelector chooses a job's servers: every server of these accounts in these regions, in
+    one of these states (any, if none), carrying every one of these tags.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ACCOUNT_IDS_FIELD_NUMBER: _builtins.int
+    REGIONS_FIELD_NUMBER: _builtins.int
+    STATES_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def account_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """12-digit accounts; empty: the gateway's default account."""
+
+    @_builtins.property
+    def regions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Regions; empty: the gateway's default region."""
+
+    @_builtins.property
+    def states(self) -> _containers.RepeatedScalarFieldContainer[Global___ServerState.ValueType]: ...
+    @_builtins.property
+    def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """key -> value, all required. Each server's tags cost one ListTagsForResource (cached for
+        jobs.tag_cache_seconds).
+        """
+
+    def __init__(
+        self,
+        *,
+        account_ids: _abc.Iterable[_builtins.str] | None = ...,
+        regions: _abc.Iterable[_builtins.str] | None = ...,
+        states: _abc.Iterable[Global___ServerState.ValueType] | None = ...,
+        tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_ids", b"account_ids", "regions", b"regions", "states", b"states", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobSelector: _TypeAlias = JobSelector  # noqa: Y015
+
+@_typing.final
+class JobCounts(_message.Message):
+    """JobCounts counts a job's servers by status."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOTAL_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
+    WAITING_FOR_BUDGET_FIELD_NUMBER: _builtins.int
+    REQUESTED_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    total: _builtins.int
+    pending: _builtins.int
+    waiting_for_budget: _builtins.int
+    requested: _builtins.int
+    done: _builtins.int
+    failed: _builtins.int
+    cancelled: _builtins.int
+    def __init__(
+        self,
+        *,
+        total: _builtins.int = ...,
+        pending: _builtins.int = ...,
+        waiting_for_budget: _builtins.int = ...,
+        requested: _builtins.int = ...,
+        done: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        cancelled: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "done", b"done", "failed", b"failed", "pending", b"pending", "requested", b"requested", "total", b"total", "waiting_for_budget", b"waiting_for_budget"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobCounts: _TypeAlias = JobCounts  # noqa: Y015
+
+@_typing.final
+class JobServer(_message.Message):
+    """JobServer is one server of a job and how far it got."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    REGION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ERROR_REASON_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    AWS_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    server_id: _builtins.str
+    account_id: _builtins.str
+    region: _builtins.str
+    status: Global___JobServerStatus.ValueType
+    state: Global___ServerState.ValueType
+    """Its last observed state."""
+    error_reason: _builtins.str
+    """When it failed: the error table's reason (e.g. SERVER_NOT_FOUND) and the message."""
+    error_message: _builtins.str
+    aws_request_id: _builtins.str
+    """The x-amzn-RequestId of its upstream call."""
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        server_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        region: _builtins.str = ...,
+        status: Global___JobServerStatus.ValueType = ...,
+        state: Global___ServerState.ValueType = ...,
+        error_reason: _builtins.str = ...,
+        error_message: _builtins.str = ...,
+        aws_request_id: _builtins.str = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "aws_request_id", b"aws_request_id", "error_message", b"error_message", "error_reason", b"error_reason", "region", b"region", "server_id", b"server_id", "state", b"state", "status", b"status", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobServer: _TypeAlias = JobServer  # noqa: Y015
+
+@_typing.final
+class Job(_message.Message):
+    """Job is a fleet job: what was asked, where it is, and (from GetJob) each server's progress."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
+    TARGETS_FIELD_NUMBER: _builtins.int
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    COUNTS_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    ESTIMATED_TIME_LEFT_FIELD_NUMBER: _builtins.int
+    SERVERS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """"job-" and 16 hex digits."""
+    name: _builtins.str
+    """Its google.longrunning Operation name: "operations/<job_id>"."""
+    operation: Global___JobOperation.ValueType
+    state: Global___JobState.ValueType
+    cancel_requested: _builtins.bool
+    error_message: _builtins.str
+    """Why the job failed as a whole (its selection), when it did."""
+    @_builtins.property
+    def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobTarget]:
+        """The listed targets, or the selector, as asked."""
+
+    @_builtins.property
+    def selector(self) -> Global___JobSelector: ...
+    @_builtins.property
+    def counts(self) -> Global___JobCounts: ...
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def estimated_time_left(self) -> _duration_pb2.Duration:
+        """Time left estimated from the budget: servers not yet requested, per account, over the
+        account's rate (accounts run side by side). Unset once the job has ended.
+        """
+
+    @_builtins.property
+    def servers(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobServer]:
+        """Each server's progress, in the job's order (GetJob and CreateJob; not ListJobs)."""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        operation: Global___JobOperation.ValueType = ...,
+        targets: _abc.Iterable[Global___JobTarget] | None = ...,
+        selector: Global___JobSelector | None = ...,
+        state: Global___JobState.ValueType = ...,
+        counts: Global___JobCounts | None = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        cancel_requested: _builtins.bool = ...,
+        error_message: _builtins.str = ...,
+        estimated_time_left: _duration_pb2.Duration | None = ...,
+        servers: _abc.Iterable[Global___JobServer] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "create_time", b"create_time", "estimated_time_left", b"estimated_time_left", "selector", b"selector", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_requested", b"cancel_requested", "counts", b"counts", "create_time", b"create_time", "error_message", b"error_message", "estimated_time_left", b"estimated_time_left", "job_id", b"job_id", "name", b"name", "operation", b"operation", "selector", b"selector", "servers", b"servers", "state", b"state", "targets", b"targets", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class CreateJobRequest(_message.Message):
+    """CreateJobRequest asks for a job: listed targets or a selector, not both."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATION_FIELD_NUMBER: _builtins.int
+    TARGETS_FIELD_NUMBER: _builtins.int
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    operation: Global___JobOperation.ValueType
+    request_id: _builtins.str
+    """An idempotency key (AIP-155): a second CreateJob with the same request_id answers the
+    first job instead of making another.
+    """
+    @_builtins.property
+    def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobTarget]: ...
+    @_builtins.property
+    def selector(self) -> Global___JobSelector: ...
+    def __init__(
+        self,
+        *,
+        operation: Global___JobOperation.ValueType = ...,
+        targets: _abc.Iterable[Global___JobTarget] | None = ...,
+        selector: Global___JobSelector | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation", "request_id", b"request_id", "selector", b"selector", "targets", b"targets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateJobRequest: _TypeAlias = CreateJobRequest  # noqa: Y015
+
+@_typing.final
+class GetJobRequest(_message.Message):
+    """GetJobRequest names a job."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJobRequest: _TypeAlias = GetJobRequest  # noqa: Y015
+
+@_typing.final
+class ListJobsRequest(_message.Message):
+    """ListJobsRequest pages through the jobs, newest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many (default 50, at most 1000)."""
+    page_token: _builtins.str
+    """From ListJobsResponse.next_page_token."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobsRequest: _TypeAlias = ListJobsRequest  # noqa: Y015
+
+@_typing.final
+class ListJobsResponse(_message.Message):
+    """ListJobsResponse is one page of jobs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]: ...
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___Job] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobsResponse: _TypeAlias = ListJobsResponse  # noqa: Y015
+
+@_typing.final
+class WatchJobRequest(_message.Message):
+    """WatchJobRequest names the job to watch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobRequest: _TypeAlias = WatchJobRequest  # noqa: Y015
+
+@_typing.final
+class JobUpdate(_message.Message):
+    """JobUpdate is one event of WatchJob: the job as it is now (without its servers), and the
+    server that changed (unset when the job itself changed: selected, cancelled, ended).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    SERVER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> Global___Job: ...
+    @_builtins.property
+    def server(self) -> Global___JobServer: ...
+    def __init__(
+        self,
+        *,
+        job: Global___Job | None = ...,
+        server: Global___JobServer | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "server", b"server"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "server", b"server"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobUpdate: _TypeAlias = JobUpdate  # noqa: Y015
+
+@_typing.final
+class CancelJobRequest(_message.Message):
+    """CancelJobRequest names the job to cancel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelJobRequest: _TypeAlias = CancelJobRequest  # noqa: Y015
 
 @_typing.final
 class StopServerRequest(_message.Message):

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as transfer__gateway_dot_v1_dot_gateway__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -52,6 +53,31 @@ class TransferGatewayStub:
                 request_serializer=transfer__gateway_dot_v1_dot_gateway__pb2.WatchServerRequest.SerializeToString,
                 response_deserializer=transfer__gateway_dot_v1_dot_gateway__pb2.ServerStateUpdate.FromString,
                 _registered_method=True)
+        self.CreateJob = channel.unary_unary(
+                '/transfer_gateway.v1.TransferGateway/CreateJob',
+                request_serializer=transfer__gateway_dot_v1_dot_gateway__pb2.CreateJobRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/transfer_gateway.v1.TransferGateway/GetJob',
+                request_serializer=transfer__gateway_dot_v1_dot_gateway__pb2.GetJobRequest.SerializeToString,
+                response_deserializer=transfer__gateway_dot_v1_dot_gateway__pb2.Job.FromString,
+                _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/transfer_gateway.v1.TransferGateway/ListJobs',
+                request_serializer=transfer__gateway_dot_v1_dot_gateway__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=transfer__gateway_dot_v1_dot_gateway__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/transfer_gateway.v1.TransferGateway/WatchJob',
+                request_serializer=transfer__gateway_dot_v1_dot_gateway__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=transfer__gateway_dot_v1_dot_gateway__pb2.JobUpdate.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/transfer_gateway.v1.TransferGateway/CancelJob',
+                request_serializer=transfer__gateway_dot_v1_dot_gateway__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=transfer__gateway_dot_v1_dot_gateway__pb2.Job.FromString,
+                _registered_method=True)
 
 
 class TransferGatewayServicer:
@@ -97,6 +123,49 @@ class TransferGatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateJob(self, request, context):
+        """CreateJob stops or starts many servers as one durable fleet job (docs/jobs.md): listed
+        targets, or a selector (accounts x regions, current states, tags). It answers at once with
+        a google.longrunning.Operation (AIP-151) named "operations/<job_id>": poll it with
+        google.longrunning.Operations/GetOperation (standard tooling), or stream it with WatchJob.
+        The operation's metadata is the Job (counts, state); its response, once done, the Job too.
+        The job's calls ride each account's budget behind every interactive call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """GetJob answers a job with each of its servers' progress.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobs(self, request, context):
+        """ListJobs answers the jobs, newest first, without their servers (GetJob has them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """WatchJob streams a job: the job at once, then one update per change of one of its servers
+        (with the counts after it) or of the job itself, until the job has ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """CancelJob asks nothing more of AWS for a job: servers not yet requested never are (they
+        end CANCELLED); those already requested are watched to their end and reported. The job
+        then ends CANCELLED. Cancelling an ended job changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TransferGatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +183,31 @@ def add_TransferGatewayServicer_to_server(servicer, server):
                     servicer.WatchServer,
                     request_deserializer=transfer__gateway_dot_v1_dot_gateway__pb2.WatchServerRequest.FromString,
                     response_serializer=transfer__gateway_dot_v1_dot_gateway__pb2.ServerStateUpdate.SerializeToString,
+            ),
+            'CreateJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateJob,
+                    request_deserializer=transfer__gateway_dot_v1_dot_gateway__pb2.CreateJobRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=transfer__gateway_dot_v1_dot_gateway__pb2.GetJobRequest.FromString,
+                    response_serializer=transfer__gateway_dot_v1_dot_gateway__pb2.Job.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=transfer__gateway_dot_v1_dot_gateway__pb2.ListJobsRequest.FromString,
+                    response_serializer=transfer__gateway_dot_v1_dot_gateway__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=transfer__gateway_dot_v1_dot_gateway__pb2.WatchJobRequest.FromString,
+                    response_serializer=transfer__gateway_dot_v1_dot_gateway__pb2.JobUpdate.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=transfer__gateway_dot_v1_dot_gateway__pb2.CancelJobRequest.FromString,
+                    response_serializer=transfer__gateway_dot_v1_dot_gateway__pb2.Job.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -200,6 +294,141 @@ class TransferGateway:
             '/transfer_gateway.v1.TransferGateway/WatchServer',
             transfer__gateway_dot_v1_dot_gateway__pb2.WatchServerRequest.SerializeToString,
             transfer__gateway_dot_v1_dot_gateway__pb2.ServerStateUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/transfer_gateway.v1.TransferGateway/CreateJob',
+            transfer__gateway_dot_v1_dot_gateway__pb2.CreateJobRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/transfer_gateway.v1.TransferGateway/GetJob',
+            transfer__gateway_dot_v1_dot_gateway__pb2.GetJobRequest.SerializeToString,
+            transfer__gateway_dot_v1_dot_gateway__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/transfer_gateway.v1.TransferGateway/ListJobs',
+            transfer__gateway_dot_v1_dot_gateway__pb2.ListJobsRequest.SerializeToString,
+            transfer__gateway_dot_v1_dot_gateway__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/transfer_gateway.v1.TransferGateway/WatchJob',
+            transfer__gateway_dot_v1_dot_gateway__pb2.WatchJobRequest.SerializeToString,
+            transfer__gateway_dot_v1_dot_gateway__pb2.JobUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/transfer_gateway.v1.TransferGateway/CancelJob',
+            transfer__gateway_dot_v1_dot_gateway__pb2.CancelJobRequest.SerializeToString,
+            transfer__gateway_dot_v1_dot_gateway__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,7 @@ watched path.
 """
 
 from collections import abc as _abc
+from google.longrunning import operations_pb2 as _operations_pb2
 from grpc import aio as _aio
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as _gateway_pb2
 import abc as _abc_1
@@ -63,6 +64,27 @@ class TransferGatewayStub:
     every change, until the state is terminal for a stop (OFFLINE, STOP_FAILED) or the deadline.
     Over HTTP: the server id from the path, accountId and region as query parameters.
     """
+    CreateJob: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CreateJobRequest, _operations_pb2.Operation]
+    """CreateJob stops or starts many servers as one durable fleet job (docs/jobs.md): listed
+    targets, or a selector (accounts x regions, current states, tags). It answers at once with
+    a google.longrunning.Operation (AIP-151) named "operations/<job_id>": poll it with
+    google.longrunning.Operations/GetOperation (standard tooling), or stream it with WatchJob.
+    The operation's metadata is the Job (counts, state); its response, once done, the Job too.
+    The job's calls ride each account's budget behind every interactive call.
+    """
+    GetJob: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.GetJobRequest, _gateway_pb2.Job]
+    """GetJob answers a job with each of its servers' progress."""
+    ListJobs: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListJobsRequest, _gateway_pb2.ListJobsResponse]
+    """ListJobs answers the jobs, newest first, without their servers (GetJob has them)."""
+    WatchJob: _grpc.UnaryStreamMultiCallable[_gateway_pb2.WatchJobRequest, _gateway_pb2.JobUpdate]
+    """WatchJob streams a job: the job at once, then one update per change of one of its servers
+    (with the counts after it) or of the job itself, until the job has ended.
+    """
+    CancelJob: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CancelJobRequest, _gateway_pb2.Job]
+    """CancelJob asks nothing more of AWS for a job: servers not yet requested never are (they
+    end CANCELLED); those already requested are watched to their end and reported. The job
+    then ends CANCELLED. Cancelling an ended job changes nothing.
+    """
 
 @_typing.type_check_only
 class TransferGatewayAsyncStub(TransferGatewayStub):
@@ -96,6 +118,27 @@ class TransferGatewayAsyncStub(TransferGatewayStub):
     """WatchServer streams a server's state without changing it: the current state at once, then
     every change, until the state is terminal for a stop (OFFLINE, STOP_FAILED) or the deadline.
     Over HTTP: the server id from the path, accountId and region as query parameters.
+    """
+    CreateJob: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CreateJobRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    """CreateJob stops or starts many servers as one durable fleet job (docs/jobs.md): listed
+    targets, or a selector (accounts x regions, current states, tags). It answers at once with
+    a google.longrunning.Operation (AIP-151) named "operations/<job_id>": poll it with
+    google.longrunning.Operations/GetOperation (standard tooling), or stream it with WatchJob.
+    The operation's metadata is the Job (counts, state); its response, once done, the Job too.
+    The job's calls ride each account's budget behind every interactive call.
+    """
+    GetJob: _aio.UnaryUnaryMultiCallable[_gateway_pb2.GetJobRequest, _gateway_pb2.Job]  # type: ignore[assignment]
+    """GetJob answers a job with each of its servers' progress."""
+    ListJobs: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListJobsRequest, _gateway_pb2.ListJobsResponse]  # type: ignore[assignment]
+    """ListJobs answers the jobs, newest first, without their servers (GetJob has them)."""
+    WatchJob: _aio.UnaryStreamMultiCallable[_gateway_pb2.WatchJobRequest, _gateway_pb2.JobUpdate]  # type: ignore[assignment]
+    """WatchJob streams a job: the job at once, then one update per change of one of its servers
+    (with the counts after it) or of the job itself, until the job has ended.
+    """
+    CancelJob: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CancelJobRequest, _gateway_pb2.Job]  # type: ignore[assignment]
+    """CancelJob asks nothing more of AWS for a job: servers not yet requested never are (they
+    end CANCELLED); those already requested are watched to their end and reported. The job
+    then ends CANCELLED. Cancelling an ended job changes nothing.
     """
 
 class TransferGatewayServicer(metaclass=_abc_1.ABCMeta):
@@ -145,6 +188,57 @@ class TransferGatewayServicer(metaclass=_abc_1.ABCMeta):
         """WatchServer streams a server's state without changing it: the current state at once, then
         every change, until the state is terminal for a stop (OFFLINE, STOP_FAILED) or the deadline.
         Over HTTP: the server id from the path, accountId and region as query parameters.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateJob(
+        self,
+        request: _gateway_pb2.CreateJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
+        """CreateJob stops or starts many servers as one durable fleet job (docs/jobs.md): listed
+        targets, or a selector (accounts x regions, current states, tags). It answers at once with
+        a google.longrunning.Operation (AIP-151) named "operations/<job_id>": poll it with
+        google.longrunning.Operations/GetOperation (standard tooling), or stream it with WatchJob.
+        The operation's metadata is the Job (counts, state); its response, once done, the Job too.
+        The job's calls ride each account's budget behind every interactive call.
+        """
+
+    @_abc_1.abstractmethod
+    def GetJob(
+        self,
+        request: _gateway_pb2.GetJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.Job, _abc.Awaitable[_gateway_pb2.Job]]:
+        """GetJob answers a job with each of its servers' progress."""
+
+    @_abc_1.abstractmethod
+    def ListJobs(
+        self,
+        request: _gateway_pb2.ListJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.ListJobsResponse, _abc.Awaitable[_gateway_pb2.ListJobsResponse]]:
+        """ListJobs answers the jobs, newest first, without their servers (GetJob has them)."""
+
+    @_abc_1.abstractmethod
+    def WatchJob(
+        self,
+        request: _gateway_pb2.WatchJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_gateway_pb2.JobUpdate], _abc.AsyncIterator[_gateway_pb2.JobUpdate]]:
+        """WatchJob streams a job: the job at once, then one update per change of one of its servers
+        (with the counts after it) or of the job itself, until the job has ended.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelJob(
+        self,
+        request: _gateway_pb2.CancelJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.Job, _abc.Awaitable[_gateway_pb2.Job]]:
+        """CancelJob asks nothing more of AWS for a job: servers not yet requested never are (they
+        end CANCELLED); those already requested are watched to their end and reported. The job
+        then ends CANCELLED. Cancelling an ended job changes nothing.
         """
 
 def add_TransferGatewayServicer_to_server(servicer: TransferGatewayServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
