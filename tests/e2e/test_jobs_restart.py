@@ -20,7 +20,7 @@ from aiobotocore.session import get_session
 
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
-from tests.limiting.redis_server import free_port
+from tests.support.redis_server import free_port
 
 pytestmark = pytest.mark.slow
 
