@@ -134,6 +134,8 @@ class Job:
 
 #: The operations a job may run, by name.
 _OPERATIONS: dict[str, Operation] = {op.name: op for op in CHANGES.values()}
+#: How often a job another replica runs is read from the shared store (watch, cancel marks).
+_ELSEWHERE_POLL_SECONDS = 1.0
 #: The id of a job: `job-` and 16 hex digits.
 JOB_ID_PREFIX = "job-"
 
@@ -157,10 +159,26 @@ class JobEvent:
 
 class JobStore(Protocol):
     """Where jobs live across restarts (gateway.core.jobstore: SQLite, Redis, memory). Every
-    method is one durable step; a job's items are saved by position."""
+    method is one durable step; a job's items are saved by position. A `shared` store (Redis)
+    is used by several replicas: a job runs on the one holding its lease (`claim`), the others
+    read it from the store."""
+
+    shared: bool
 
     async def load(self) -> list[Job]:
         """Every job, with its items, oldest first."""
+        ...
+
+    async def load_one(self, job_id: str) -> Job | None: ...
+
+    async def claim(self, job_id: str, owner: str, seconds: float) -> bool:
+        """Take the job's lease for `seconds` (or renew it, for its owner): may `owner` run it?"""
+        ...
+
+    async def release(self, job_id: str, owner: str) -> None: ...
+
+    async def request_cancel(self, job_id: str) -> None:
+        """Mark the job cancelled, for the replica that runs it."""
         ...
 
     async def save_job(self, job: Job) -> None:
@@ -220,6 +238,8 @@ class _Running:
         self.cancelled = asyncio.Event()
         #: After a restart: the first state of each unfinished server read since.
         self.fresh: _FreshStates | None = None
+        #: Shared store: renews the job's lease and reads cancel marks.
+        self.keeper: asyncio.Task[None] | None = None
 
 
 class _FreshStates:
@@ -293,8 +313,11 @@ class JobManager:
         self._running: dict[str, _Running] = {}
         self._by_request: dict[str, str] = {}
         self._saver: asyncio.Task[None] | None = None
+        self._adopter: asyncio.Task[None] | None = None
         self._save_wanted = asyncio.Event()
         self._closing = False
+        #: Who this replica is, in a shared store's job leases.
+        self._owner = uuid.uuid4().hex
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> list[str]:
@@ -307,14 +330,47 @@ class JobManager:
             if not job.state.ended:
                 resumed.append(job.id)
         self._saver = asyncio.create_task(self._save_loop(), name="job saver")
+        taken = []
         for job_id in resumed:
-            log.info("job.resumed", job=job_id, state=str(self._jobs[job_id].state))
-            self._launch(self._jobs[job_id], resumed=True)
-        return resumed
+            if await self._claim(job_id):
+                log.info("job.resumed", job=job_id, state=str(self._jobs[job_id].state))
+                self._launch(self._jobs[job_id], resumed=True)
+                taken.append(job_id)
+        if self.store.shared:
+            self._adopter = asyncio.create_task(self._adopt_loop(), name="job adopter")
+        return taken
+
+    async def _claim(self, job_id: str) -> bool:
+        try:
+            return await self.store.claim(job_id, self._owner, self.settings.lease_seconds)
+        except Exception as exc:  # the store is down: leave the job to whoever can
+            log.warning("job.claim_failed", job=job_id, error=type(exc).__name__)
+            return False
+
+    async def _adopt_loop(self) -> None:
+        """Shared store: take over unfinished jobs whose replica is gone (lease expired)."""
+        while True:
+            await self.clock.sleep(self.settings.lease_seconds / 2)
+            try:
+                loaded = await self.store.load()
+            except Exception as exc:
+                log.warning("job.adopt_failed", error=type(exc).__name__)
+                continue
+            for job in loaded:
+                if job.id in self._running or job.state.ended or self._closing:
+                    continue
+                if await self._claim(job.id):
+                    log.info("job.adopted", job=job.id, state=str(job.state))
+                    self._jobs[job.id] = job
+                    self._launch(job, resumed=True)
 
     async def close(self) -> None:
         """Stop running jobs (they resume at the next start), after saving what they did."""
         self._closing = True
+        if self._adopter is not None:
+            self._adopter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._adopter
         running = list(self._running.values())
         for run in running:
             if run.task is not None:
@@ -331,6 +387,8 @@ class JobManager:
         for run in running:
             for queue in run.watchers:
                 queue.put_nowait(None)
+            with contextlib.suppress(Exception):
+                await self.store.release(run.job.id, self._owner)  # another replica may go on
         await self.store.close()
 
     # -- the API ------------------------------------------------------------------------------
@@ -361,6 +419,7 @@ class JobManager:
         self._jobs[job.id] = job
         if spec.request_id:
             self._by_request[spec.request_id] = job.id
+        await self._claim(job.id)  # a new id: nobody else holds it
         log.info(
             "job.created",
             job=job.id,
@@ -371,7 +430,17 @@ class JobManager:
         self._launch(job, resumed=False)
         return job
 
-    def get(self, job_id: str) -> Job:
+    async def get(self, job_id: str) -> Job:
+        """The job as it is now: this replica's own when it runs it, else (a shared store)
+        as the replica running it last saved it."""
+        run = self._running.get(job_id)
+        if run is not None:
+            return run.job
+        if self.store.shared:
+            loaded = await self.store.load_one(job_id)
+            if loaded is not None:
+                self._jobs[job_id] = loaded
+                return loaded
         job = self._jobs.get(job_id)
         if job is None:
             raise GatewayError(
@@ -379,19 +448,29 @@ class JobManager:
             )
         return job
 
-    def list_jobs(self) -> list[Job]:
-        """Every job, newest first."""
+    async def list_jobs(self) -> list[Job]:
+        """Every job, newest first (a shared store's, from every replica)."""
+        if self.store.shared:
+            for job in await self.store.load():
+                if job.id not in self._running:
+                    self._jobs[job.id] = job
         return sorted(self._jobs.values(), key=lambda j: (j.created_at, j.id), reverse=True)
 
     async def cancel(self, job_id: str) -> Job:
         """Ask nothing more of AWS for this job; what was asked is watched to its end."""
-        job = self.get(job_id)
+        job = await self.get(job_id)
         if job.state.ended or job.cancel_requested:
+            return job
+        run = self._running.get(job_id)
+        if run is None and self.store.shared:
+            # Another replica runs it: it reads the mark within a second.
+            await self.store.request_cancel(job_id)
+            job.cancel_requested = True
+            log.info("job.cancel_requested", job=job_id, elsewhere=True)
             return job
         job.cancel_requested = True
         job.updated_at = self.clock.wall()
         await self.store.save_job(job)
-        run = self._running.get(job_id)
         if run is not None:
             run.cancelled.set()
             self._publish(run, None)
@@ -399,24 +478,45 @@ class JobManager:
         return job
 
     async def watch(self, job_id: str) -> AsyncIterator[JobEvent]:
-        """The job now, then every change (of a server, or of the job) until it ends."""
-        job = self.get(job_id)
+        """The job now, then every change (of a server, or of the job) until it ends. A job
+        another replica runs (shared store) is read from the store every second: its counts
+        and state, without per-server events."""
+        job = await self.get(job_id)
         yield JobEvent.now(job, None, self.estimate(job))
         run = self._running.get(job_id)
+        if run is None and self.store.shared and not job.state.ended:
+            async for read in self._watch_elsewhere(job):
+                yield read
+            return
         if run is None or job.state.ended:
             return
         queue: asyncio.Queue[JobEvent | None] = asyncio.Queue()
         run.watchers.add(queue)
         try:
             while True:
-                event = await queue.get()
-                if event is None:
+                next_event = await queue.get()
+                if next_event is None:
                     return  # the gateway is closing: the job resumes at the next start
-                yield event
-                if event.item is None and event.state is not None and event.state.ended:
+                yield next_event
+                if next_event.item is None and next_event.state and next_event.state.ended:
                     return
         finally:
             run.watchers.discard(queue)
+
+    async def _watch_elsewhere(self, job: Job) -> AsyncIterator[JobEvent]:
+        seen = (job.state, job.counts())
+        for _ in range(int(self.core.settings.watch.max_watch_seconds) + 1):  # bounded
+            await self.clock.sleep(_ELSEWHERE_POLL_SECONDS)
+            run = self._running.get(job.id)
+            current = run.job if run is not None else await self.store.load_one(job.id)
+            if current is None:
+                return
+            now = (current.state, current.counts())
+            if now != seen:
+                seen = now
+                yield JobEvent.now(current, None, self.estimate(current))
+            if current.state.ended:
+                return
 
     def estimate(self, job: Job) -> float | None:
         """Seconds left, from the budget: each account's servers not yet requested over its
@@ -439,6 +539,37 @@ class JobManager:
             run.cancelled.set()
         self._running[job.id] = run
         run.task = asyncio.create_task(self._run(run, resumed), name=f"job {job.id}")
+        if self.store.shared:
+            run.keeper = asyncio.create_task(self._keep(run), name=f"job lease {job.id}")
+
+    async def _keep(self, run: _Running) -> None:
+        """Shared store: renew the job's lease (a third of it apart) and read the cancel mark
+        another replica may have set (every second); a lease lost (this replica was cut off
+        longer than the lease) stops the job here, since another replica has taken it over."""
+        job = run.job
+        every = min(_ELSEWHERE_POLL_SECONDS, self.settings.lease_seconds / 3)
+        renew_every = self.settings.lease_seconds / 3
+        since_renew = 0.0
+        while run.task is not None and not run.task.done():
+            await self.clock.sleep(every)
+            since_renew += every
+            try:
+                if since_renew >= renew_every:
+                    since_renew = 0.0
+                    if not await self.store.claim(job.id, self._owner, self.settings.lease_seconds):
+                        log.warning("job.lease_lost", job=job.id)
+                        run.task.cancel()
+                        self._running.pop(job.id, None)
+                        return
+                if not run.cancelled.is_set():
+                    stored = await self.store.load_one(job.id)
+                    if stored is not None and stored.cancel_requested:
+                        job.cancel_requested = True
+                        run.cancelled.set()
+                        self._publish(run, None)
+                        log.info("job.cancel_seen", job=job.id)
+            except Exception as exc:  # the store is down: keep running, look again soon
+                log.warning("job.lease_renew_failed", job=job.id, error=type(exc).__name__)
 
     async def _run(self, run: _Running, resumed: bool) -> None:
         job = run.job
@@ -478,6 +609,8 @@ class JobManager:
                 self._publish(run, None)
                 if job.state.ended:
                     self._running.pop(job.id, None)
+                    with contextlib.suppress(Exception):
+                        await self.store.release(job.id, self._owner)
 
     def _finish(self, run: _Running) -> None:
         job = run.job
@@ -807,23 +940,6 @@ class JobManager:
 
 def _count_fields(counts: Mapping[ItemStatus, int]) -> dict[str, int]:
     return {status.name.lower(): counts.get(status, 0) for status in ItemStatus}
-
-
-def count_summary(job: Job) -> dict[str, int]:
-    """The job's counts by status (every status, zeros included), plus the total."""
-    counts = job.counts()
-    return {"total": len(job.items), **_count_fields(counts)}
-
-
-def parse_states(names: Iterable[str]) -> tuple[ServerState, ...]:
-    """Server states by name; an unknown one is INVALID_ARGUMENT."""
-    out = []
-    for name in names:
-        state = ServerState.parse(name)
-        if state is ServerState.UNKNOWN:
-            raise GatewayError(ErrorKind.INVALID_ARGUMENT, f"no such server state {name[:40]}")
-        out.append(state)
-    return tuple(out)
 
 
 def build_spec(

@@ -131,15 +131,39 @@ def job_from_fields(job_id: str, spec: JobSpec, fields: dict[str, Any]) -> Job:
         float(fields["created"]),
         state=JobState(fields["state"]),
         updated_at=float(fields["updated"]),
-        cancel_requested=bool(int(fields["cancel"])),
+        cancel_requested=bool(int(fields.get("cancel", 0))),
         error=str(fields["error"]),
     )
 
 
 # -- stores --------------------------------------------------------------------------------------
-class MemoryJobStore:
-    """Keeps nothing across restarts: for tests, and for `jobs.sqlite_path = ":memory:"`'s
-    meaning without a thread."""
+class _OneProcess:
+    """A store only this process uses: every job it loads is its own to run."""
+
+    shared = False
+
+    async def load(self) -> list[Job]:
+        raise NotImplementedError
+
+    async def claim(self, job_id: str, owner: str, seconds: float) -> bool:
+        return True
+
+    async def release(self, job_id: str, owner: str) -> None:
+        return None
+
+    async def load_one(self, job_id: str) -> Job | None:
+        for job in await self.load():
+            if job.id == job_id:
+                return job
+        return None
+
+    async def request_cancel(self, job_id: str) -> None:
+        """Cancel is asked of the running job directly in one process (JobManager.cancel)."""
+        return None
+
+
+class MemoryJobStore(_OneProcess):
+    """Keeps nothing across restarts: for tests."""
 
     def __init__(self) -> None:
         self.jobs: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -157,7 +181,11 @@ class MemoryJobStore:
 
     async def save_job(self, job: Job) -> None:
         self.saves += 1
-        self.jobs[job.id] = (spec_to_json(job.spec), job_fields(job))
+        fields = job_fields(job)
+        known = self.jobs.get(job.id)
+        if known is not None:
+            fields["cancel"] = max(int(known[1]["cancel"]), int(fields["cancel"]))  # for good
+        self.jobs[job.id] = (spec_to_json(job.spec), fields)
 
     async def save_items(self, job: Job, positions: Sequence[int]) -> None:
         self.saves += 1
@@ -169,7 +197,7 @@ class MemoryJobStore:
         return None
 
 
-class SqliteJobStore:
+class SqliteJobStore(_OneProcess):
     """Jobs in one SQLite file, on a thread of its own (sqlite3 blocks; the event loop must
     not). WAL journal and synchronous = NORMAL: a killed process loses no committed write."""
 
@@ -239,7 +267,7 @@ class SqliteJobStore:
                 "INSERT INTO jobs (id, spec, state, created, updated, cancel, error)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET"
                 " state = excluded.state, updated = excluded.updated,"
-                " cancel = excluded.cancel, error = excluded.error",
+                " cancel = MAX(cancel, excluded.cancel), error = excluded.error",
                 (
                     job.id,
                     spec,
@@ -275,17 +303,58 @@ class SqliteJobStore:
         self._executor.shutdown(wait=True)
 
 
+# Take or renew a job's lease: the owner renews its own; anyone takes a free one. One script,
+# so the look and the take are one step.
+_CLAIM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
 class RedisJobStore:
     """Jobs in Redis, shared by the replicas that share the budget: a hash per job
     (`{<prefix>:jobs}:job:<id>`: its fields and spec), a hash of its items by position
-    (`...:items:<id>`), and a sorted set of job ids by creation time (`{<prefix>:jobs}:all`).
-    Every key is in one hash slot (the `{<prefix>:jobs}` tag), so it works on Redis Cluster."""
+    (`...:items:<id>`), a sorted set of job ids by creation time (`{<prefix>:jobs}:all`), and
+    a lease per running job (`...:lease:<id>`: the replica running it). Every key is in one
+    hash slot (the `{<prefix>:jobs}` tag), so it works on Redis Cluster."""
+
+    #: Several replicas use it: a job runs where its lease is held (JobManager).
+    shared = True
 
     def __init__(self, client: redis.asyncio.Redis, *, prefix: str = "tg") -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError(f"the Redis key prefix {prefix!r} may not contain braces")
         self._client = client
         self._tag = f"{{{prefix}:jobs}}"
+        self._claim = client.register_script(_CLAIM)
+        self._release = client.register_script(_RELEASE)
+
+    def _lease_key(self, job_id: str) -> str:
+        return f"{self._tag}:lease:{job_id}"
+
+    async def claim(self, job_id: str, owner: str, seconds: float) -> bool:
+        """Take the job's lease, or renew it when `owner` holds it already."""
+        ms = max(1, round(seconds * 1000))
+        return bool(await self._claim(keys=[self._lease_key(job_id)], args=[owner, ms]))
+
+    async def release(self, job_id: str, owner: str) -> None:
+        await self._release(keys=[self._lease_key(job_id)], args=[owner])
+
+    async def request_cancel(self, job_id: str) -> None:
+        """Mark the job cancelled for the replica running it (it looks every second)."""
+        await self._client.hset(self._job_key(job_id), "cancel", "1")
 
     def _job_key(self, job_id: str) -> str:
         return f"{self._tag}:job:{job_id}"
@@ -323,6 +392,9 @@ class RedisJobStore:
     async def save_job(self, job: Job) -> None:
         fields: dict[Any, Any] = {k: str(v) for k, v in job_fields(job).items()}
         fields["spec"] = spec_to_json(job.spec)
+        if not job.cancel_requested:
+            # A cancel is for good: another replica may have set it since this one loaded.
+            del fields["cancel"]
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.hset(self._job_key(job.id), mapping=fields)
             pipe.zadd(self.index_key, {job.id: job.created_at}, nx=True)

@@ -315,7 +315,7 @@ class JobMethods:
         self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Job:
         async def work(jobs: JobManager, caller: Caller | None) -> pb.Job:
-            job = jobs.get(request.job_id)
+            job = await jobs.get(request.job_id)
             _Guard(self._access).check(caller, job)
             return job_to_proto(job, jobs.estimate(job), servers=True)
 
@@ -326,7 +326,7 @@ class JobMethods:
     ) -> pb.ListJobsResponse:
         async def work(jobs: JobManager, caller: Caller | None) -> pb.ListJobsResponse:
             guard = _Guard(self._access)
-            mine = [j for j in jobs.list_jobs() if guard.visible(caller, j)]
+            mine = [j for j in await jobs.list_jobs() if guard.visible(caller, j)]
             page, token = _page(mine, request.page_size, request.page_token)
             return pb.ListJobsResponse(
                 jobs=[job_to_proto(j, jobs.estimate(j), servers=False) for j in page],
@@ -339,7 +339,7 @@ class JobMethods:
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Job:
         async def work(jobs: JobManager, caller: Caller | None) -> pb.Job:
-            job = jobs.get(request.job_id)
+            job = await jobs.get(request.job_id)
             _Guard(self._access).check(caller, job)
             job = await jobs.cancel(job.id)
             return job_to_proto(job, jobs.estimate(job), servers=False)
@@ -354,7 +354,7 @@ class JobMethods:
         try:
             jobs = self._manager()
             caller = grpc_caller(self._access, context) if self._access else None
-            job = jobs.get(request.job_id)
+            job = await jobs.get(request.job_id)
             _Guard(self._access).check(caller, job)
             async for event in jobs.watch(job.id):
                 yield event_to_proto(event)
@@ -388,17 +388,17 @@ class OperationsService(operations_pb2_grpc.OperationsServicer):  # type: ignore
         self._methods._access = access
         self._methods._metrics = metrics
 
-    def _job(self, name: str) -> Job:
+    async def _job(self, name: str) -> Job:
         job_id = name.removeprefix("operations/")
         if job_id == name or not job_id:
             raise InvalidArgument([FieldViolation("name", "must be operations/<job id>")])
-        return self._jobs.get(job_id)
+        return await self._jobs.get(job_id)
 
     async def GetOperation(
         self, request: operations_pb2.GetOperationRequest, context: Any
     ) -> operations_pb2.Operation:
         async def work(jobs: JobManager, caller: Caller | None) -> operations_pb2.Operation:
-            job = self._job(request.name)
+            job = await self._job(request.name)
             _Guard(self._access).check(caller, job)
             return job_to_operation(job, jobs.estimate(job))
 
@@ -415,7 +415,7 @@ class OperationsService(operations_pb2_grpc.OperationsServicer):  # type: ignore
             if request.filter:
                 raise InvalidArgument([FieldViolation("filter", "filters are not supported")])
             guard = _Guard(self._access)
-            mine = [j for j in jobs.list_jobs() if guard.visible(caller, j)]
+            mine = [j for j in await jobs.list_jobs() if guard.visible(caller, j)]
             page, token = _page(mine, request.page_size, request.page_token)
             return operations_pb2.ListOperationsResponse(
                 operations=[job_to_operation(j, jobs.estimate(j)) for j in page],
@@ -428,7 +428,7 @@ class OperationsService(operations_pb2_grpc.OperationsServicer):  # type: ignore
         self, request: operations_pb2.CancelOperationRequest, context: Any
     ) -> empty_pb2.Empty:
         async def work(jobs: JobManager, caller: Caller | None) -> empty_pb2.Empty:
-            job = self._job(request.name)
+            job = await self._job(request.name)
             _Guard(self._access).check(caller, job)
             await jobs.cancel(job.id)
             return empty_pb2.Empty()
@@ -439,7 +439,7 @@ class OperationsService(operations_pb2_grpc.OperationsServicer):  # type: ignore
         self, request: operations_pb2.WaitOperationRequest, context: Any
     ) -> operations_pb2.Operation:
         async def work(jobs: JobManager, caller: Caller | None) -> operations_pb2.Operation:
-            job = self._job(request.name)
+            job = await self._job(request.name)
             _Guard(self._access).check(caller, job)
             timeout = (
                 request.timeout.ToTimedelta().total_seconds()
@@ -541,7 +541,7 @@ class JobRoutes:
                 raise InvalidArgument([FieldViolation("pageSize", "must be an integer")]) from None
             guard = _Guard(self._access)
             caller = self._caller(request)
-            mine = [j for j in self._jobs.list_jobs() if guard.visible(caller, j)]
+            mine = [j for j in await self._jobs.list_jobs() if guard.visible(caller, j)]
             page, token = _page(mine, size, request.query.get("pageToken", ""))
             return pb.ListJobsResponse(
                 jobs=[job_to_proto(j, self._jobs.estimate(j), servers=False) for j in page],
@@ -552,7 +552,7 @@ class JobRoutes:
 
     async def get(self, request: web.Request) -> web.Response:
         async def work() -> Message:
-            job = self._jobs.get(request.match_info["jobId"])
+            job = await self._jobs.get(request.match_info["jobId"])
             _Guard(self._access).check(self._caller(request), job)
             return job_to_proto(job, self._jobs.estimate(job), servers=True)
 
@@ -560,7 +560,7 @@ class JobRoutes:
 
     async def cancel(self, request: web.Request) -> web.Response:
         async def work() -> Message:
-            job = self._jobs.get(request.match_info["jobId"])
+            job = await self._jobs.get(request.match_info["jobId"])
             _Guard(self._access).check(self._caller(request), job)
             job = await self._jobs.cancel(job.id)
             return job_to_proto(job, self._jobs.estimate(job), servers=False)
@@ -575,7 +575,7 @@ class JobRoutes:
         heartbeat: asyncio.Task[None] | None = None
         try:
             try:
-                job = self._jobs.get(request.match_info["jobId"])
+                job = await self._jobs.get(request.match_info["jobId"])
                 _Guard(self._access).check(self._caller(request), job)
             except GatewayError as exc:
                 outcome = exc.kind.grpc_code.name

@@ -319,7 +319,7 @@ class TestResume:
         second = core_factory(core_settings(budget={"rate": 10, "burst": 1}))
         revived = _manager(second, managers, crashed)
         assert await revived.start() == [job.id]
-        resumed = revived.get(job.id)
+        resumed = await revived.get(job.id)
         await _until_ended(second, resumed)
         assert resumed.state is JobState.SUCCEEDED
         assert _stops_per_server(fake) == {t: 1 for t in servers}
@@ -353,7 +353,7 @@ class TestResume:
 
         revived = _manager(rig, managers, store)
         await revived.start()
-        resumed = revived.get(job.id)
+        resumed = await revived.get(job.id)
         await _until_ended(rig, resumed)
         assert resumed.state is JobState.SUCCEEDED
         assert fake.count("StopServer") == 0
