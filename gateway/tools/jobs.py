@@ -27,7 +27,9 @@ _BAR_WIDTH = 24
 def add_parser(sub: Any, common: Any) -> None:
     """`jobs` and its sub-commands; `common(parser)` adds the connection flags."""
     jobs = sub.add_parser("jobs", help="fleet jobs: stop or start many servers as one job")
-    verbs = jobs.add_subparsers(dest="jobs_command", required=True)
+    verbs = jobs.add_subparsers(
+        dest="jobs_command", required=True, help="create, list, get, watch or cancel"
+    )
 
     create = verbs.add_parser(
         "create",

@@ -130,14 +130,16 @@ class TestSharedJobs:
         await a.start()
         job = await a.create(JobSpec("StopServer", targets=tuple(servers)))
         await _until(lambda: fake.count("StopServer") >= 15)
-        # The death: every task of A stops where it is; nothing is released or saved.
+        # The death: every task of A stops where it is (its job, the job's lease keeper, its
+        # adopter and saver); nothing is released or saved.
         run = a._running[job.id]
-        assert run.task is not None
-        assert run.keeper is not None
-        run.task.cancel()
-        run.keeper.cancel()
-        await asyncio.gather(run.task, run.keeper, return_exceptions=True)
+        dead = [run.task, run.keeper, a._adopter, a._saver]
+        for task in dead:
+            assert task is not None
+            task.cancel()
+        await asyncio.gather(*dead, return_exceptions=True)
         a._running.clear()
+        a._adopter = a._saver = None
         await b.start()
         seen = await _ended(b, job.id, limit=60)
         assert seen.state is JobState.SUCCEEDED
