@@ -34,7 +34,7 @@ class Accounts:
         if self.open:
             return
         account = self._by_id.get(target.account_id)
-        meta = {"account": target.account_id, "region": target.region}
+        meta = {"account_id": target.account_id, "region": target.region}
         if account is None:
             raise GatewayError(
                 ErrorKind.ACCOUNT_NOT_CONFIGURED,

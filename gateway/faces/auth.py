@@ -126,7 +126,7 @@ class Access:
             raise GatewayError(
                 ErrorKind.PERMISSION_DENIED,
                 f"caller {caller.name!r} may not act on account {target.account_id}",
-                {"caller": caller.name, "account": target.account_id},
+                {"caller": caller.name, "account_id": target.account_id},
             )
         self.accounts.check(target)
 

@@ -33,7 +33,7 @@ from gateway.core.operation import Operation
 from gateway.core.operations import Core, Reply
 from gateway.core.validation import validate_account, validate_target
 from gateway.domain import BucketKey, StateUpdate, Target
-from gateway.errors import ErrorKind, GatewayError
+from gateway.errors import ErrorKind, FieldViolation, GatewayError, InvalidArgument
 from gateway.faces.auth import Access, Caller
 from gateway.limiting.callers import CallerLimits, Slot
 from gateway.observability import CallEnd, Metrics
@@ -54,6 +54,9 @@ class Ask:
     server_id: str | None
     account_id: str = ""
     region: str = ""
+    #: What the face already found wrong on its wire while reading the fields (an HTTP body's
+    #: unknown field, ...): reported together with every other bad field, not instead of them.
+    violations: tuple[FieldViolation, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,9 @@ class Call:
         self._sent = 0
         self._first_update: float | None = None
         self._terminal: tuple[str, float] | None = None
+        #: Where the call acts, once validated: every error after that names it (ErrorInfo).
+        self._key: BucketKey | None = None
+        self._target: Target | None = None
 
     # -- the frame: metrics and the two log lines ---------------------------------------------
     async def __aenter__(self) -> Call:
@@ -201,6 +207,7 @@ class Call:
                 raise exc
             return GatewayError(ErrorKind.CANCELLED, "the caller went away")
         if isinstance(exc, GatewayError):
+            self._name_target(exc)
             self.decide(exc.kind.grpc_code.name)
             self._aws_request_id = self._aws_request_id or exc.metadata.get("aws_request_id")
             return exc
@@ -212,6 +219,19 @@ class Call:
         self.decide("INTERNAL")
         log.error("call.bug", **self.fields, exc_info=exc)
         return GatewayError(ErrorKind.INTERNAL, "internal error in the gateway")
+
+    def _name_target(self, error: GatewayError) -> None:
+        """Every error of a call that got past validation names where it acts: ErrorInfo
+        metadata `account_id`, `region` and (when a server is named) `server_id`, whatever
+        layer raised it (docs/errors.md). What the raiser set stays; an error is raised for
+        one flight, which is one target, so filling it in place tells no caller of another's."""
+        key = self._key
+        if key is None:
+            return
+        error.metadata.setdefault("account_id", key.account_id)
+        error.metadata.setdefault("region", key.region)
+        if self._target is not None:
+            error.metadata.setdefault("server_id", self._target.server_id)
 
     def decide(self, outcome: str) -> None:
         """Set the outcome, once: the first decision stands (a gRPC abort that follows an
@@ -254,31 +274,46 @@ class Call:
             region=ask.region[: _SHOWN["region"]] or None,
         )
         settings = core.settings
+        # Every bad field at once (the face's wire, the three fields, the deadline): a bad
+        # Grpc-Timeout must not hide a bad serverId, nor the reverse.
+        violations: list[FieldViolation] = []
         target: Target | None = None
-        if ask.server_id is None:
-            key = validate_account(
-                ask.account_id,
-                ask.region,
-                default_account=settings.default_account,
-                default_region=settings.default_region,
-                field_names=calls.field_names[1:],
-                extra_regions=settings.extra_regions,
-            )
-        else:
-            target = validate_target(
-                ask.server_id,
-                ask.account_id,
-                ask.region,
-                default_account=settings.default_account,
-                default_region=settings.default_region,
-                field_names=calls.field_names,
-                extra_regions=settings.extra_regions,
-            )
-            key = target.bucket
+        key: BucketKey | None = None
+        try:
+            if ask.server_id is None:
+                key = validate_account(
+                    ask.account_id,
+                    ask.region,
+                    default_account=settings.default_account,
+                    default_region=settings.default_region,
+                    field_names=calls.field_names[1:],
+                    extra_regions=settings.extra_regions,
+                )
+            else:
+                target = validate_target(
+                    ask.server_id,
+                    ask.account_id,
+                    ask.region,
+                    default_account=settings.default_account,
+                    default_region=settings.default_region,
+                    field_names=calls.field_names,
+                    extra_regions=settings.extra_regions,
+                )
+                key = target.bucket
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+        violations.extend(ask.violations)
+        remaining: float | None = None
+        try:
+            remaining = timeout() if timeout is not None else None
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+        if violations or key is None:
+            raise InvalidArgument(violations)
+        self._key, self._target = key, target
         self.fields.update(account=key.account_id, region=key.region)
         if calls.access is not None and caller is not None:
             calls.access.authorize(caller, target or key)
-        remaining = timeout() if timeout is not None else None
         deadline = None if remaining is None else core.clock.monotonic() + remaining
         return Admitted(key, target, deadline)
 

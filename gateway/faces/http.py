@@ -108,9 +108,13 @@ class HttpApi:
         """A change's Ask: the path's server, account and region from the JSON body."""
 
         async def ask() -> Ask:
-            body = await _read_json_body(request, self._body_timeout)
+            body, violations = await _read_json_body(request, self._body_timeout)
+            # A bad body is reported with the path's and the header's bad fields, not alone.
             return Ask(
-                request.match_info["serverId"], body.get("accountId", ""), body.get("region", "")
+                request.match_info["serverId"],
+                body.get("accountId", ""),
+                body.get("region", ""),
+                violations=violations,
             )
 
         return ask
@@ -287,8 +291,12 @@ def _timeout(request: web.Request) -> float | None:
     return int(match.group(1)) * _TIMEOUT_UNITS[match.group(2)]
 
 
-async def _read_json_body(request: web.Request, seconds: float | None) -> dict[str, str]:
-    """The stop body: an optional JSON object with string `accountId` and `region`.
+async def _read_json_body(
+    request: web.Request, seconds: float | None
+) -> tuple[dict[str, str], tuple[FieldViolation, ...]]:
+    """The stop body: an optional JSON object with string `accountId` and `region`, and what
+    is wrong with it (the call wrapper reports it with every other bad field). A body too slow
+    to arrive raises REQUEST_TIMEOUT.
 
     Unknown fields are refused rather than ignored (grpc-gateway ignores them): a misspelt
     `acountId` would otherwise stop a server in the default account."""
@@ -296,9 +304,12 @@ async def _read_json_body(request: web.Request, seconds: float | None) -> dict[s
         raw = await read_body(request, max_bytes=MAX_BODY_BYTES, seconds=seconds)
         body = parse_json(raw) if raw.strip() else {}
     except BodyError as exc:
-        raise body_error(exc) from None
+        error = body_error(exc)
+        if isinstance(error, InvalidArgument):
+            return {}, tuple(error.violations)
+        raise error from None
     if not isinstance(body, dict):
-        raise InvalidArgument([FieldViolation("body", "must be a JSON object")])
+        return {}, (FieldViolation("body", "must be a JSON object"),)
     violations: list[FieldViolation] = []
     out: dict[str, str] = {}
     for key, value in body.items():
@@ -311,9 +322,7 @@ async def _read_json_body(request: web.Request, seconds: float | None) -> dict[s
             violations.append(FieldViolation(key, "must be a string"))
         else:
             out[key] = value
-    if violations:
-        raise InvalidArgument(violations)
-    return out
+    return out, tuple(violations)
 
 
 # -- OpenAPI --------------------------------------------------------------------------------------

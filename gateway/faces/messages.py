@@ -8,7 +8,12 @@ from google.rpc import error_details_pb2, status_pb2
 
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway.domain import ServerState, StateUpdate
-from gateway.errors import ERROR_DOMAIN, GatewayError
+from gateway.errors import ERROR_DOMAIN, ErrorKind, GatewayError
+
+#: google.rpc.ResourceInfo.resource_type of what an error names: AWS's own service name for a
+#: Transfer Family server, the gateway's domain for an account it does not serve.
+SERVER_RESOURCE = "transfer.amazonaws.com/Server"
+ACCOUNT_RESOURCE = f"{ERROR_DOMAIN}/Account"
 
 STATES: dict[ServerState, pb.ServerState.ValueType] = {
     ServerState.UNKNOWN: pb.SERVER_STATE_UNSPECIFIED,
@@ -46,13 +51,17 @@ def update_to_proto(update: StateUpdate) -> pb.ServerStateUpdate:
 
 
 def error_to_status(error: GatewayError) -> status_pb2.Status:
-    """google.rpc.Status with ErrorInfo always, BadRequest for bad fields, RetryInfo when a
-    retry can succeed (the same details on gRPC and in HTTP bodies)."""
+    """google.rpc.Status with ErrorInfo always, ResourceInfo when the error names a server (or
+    an account the gateway does not serve), BadRequest for bad fields, RetryInfo when a retry
+    can succeed (the same details on gRPC and in HTTP bodies)."""
     details: list[any_pb2.Any] = []
     info = error_details_pb2.ErrorInfo(
         reason=error.kind.reason, domain=ERROR_DOMAIN, metadata=dict(error.metadata)
     )
     details.append(_pack(info))
+    resource = resource_info(error)
+    if resource is not None:
+        details.append(_pack(resource))
     if error.violations:
         bad = error_details_pb2.BadRequest(
             field_violations=[
@@ -69,6 +78,26 @@ def error_to_status(error: GatewayError) -> status_pb2.Status:
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     code: int = error.kind.grpc_code.value[0]
     return status_pb2.Status(code=code, message=error.message, details=details)
+
+
+def resource_info(error: GatewayError) -> error_details_pb2.ResourceInfo | None:
+    """What the error is about, from its metadata: the account when it is the account the
+    gateway does not serve, else the server when one is named, else nothing."""
+    meta = error.metadata
+    account = meta.get("account_id", "")
+    if error.kind is ErrorKind.ACCOUNT_NOT_CONFIGURED and account:
+        return error_details_pb2.ResourceInfo(
+            resource_type=ACCOUNT_RESOURCE, resource_name=account, description=error.message
+        )
+    server = meta.get("server_id", "")
+    if not server:
+        return None
+    return error_details_pb2.ResourceInfo(
+        resource_type=SERVER_RESOURCE,
+        resource_name=server,
+        owner=account,
+        description=error.message,
+    )
 
 
 def _pack(message: Message) -> any_pb2.Any:
