@@ -20,10 +20,9 @@ class ServerState(enum.StrEnum):
     @classmethod
     def parse(cls, value: str) -> ServerState:
         """An AWS state string; anything this model does not know becomes UNKNOWN."""
-        try:
-            return cls(value)
-        except ValueError:
-            return cls.UNKNOWN
+        # A dict lookup, not cls(value): a poll parses a state for every server on a page.
+        member = cls._value2member_map_.get(value)
+        return member if isinstance(member, ServerState) else cls.UNKNOWN
 
 
 class Stage(enum.Enum):

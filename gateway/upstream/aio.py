@@ -21,6 +21,7 @@ from botocore.exceptions import (
 
 from gateway.domain import BucketKey, ServerState, Target
 from gateway.errors import ErrorKind, UpstreamError, from_aws
+from gateway.upstream import listing
 
 #: ListTagsForResource pages read at most, for one server (AWS allows 50 tags: one page).
 _MAX_TAG_PAGES = 10
@@ -170,6 +171,8 @@ class AioUpstream:
                     **kwargs,
                 )
                 client = await context.__aenter__()
+                # Polls read ListServers pages compactly (see gateway.upstream.listing).
+                client.meta.events.register(listing.EVENT, listing.read_compactly)
                 entry.context = context
                 fut.set_result(client)
             except BaseException as exc:
@@ -226,7 +229,8 @@ class AioUpstream:
         params: dict[str, Any] = {"MaxResults": 1000}
         if next_token:
             params["NextToken"] = next_token
-        response = await self._call(key, "list_servers", **params)
+        with listing.compact():
+            response = await self._call(key, "list_servers", **params)
         states = {
             str(s["ServerId"]): ServerState.parse(str(s.get("State", "")))
             for s in response.get("Servers", [])
