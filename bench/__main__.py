@@ -18,6 +18,7 @@ BENCHMARKS = (
     "quota_half",
     "long_transitions",
     "large_account",
+    "jobs_adhoc",
 )
 
 

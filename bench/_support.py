@@ -64,8 +64,14 @@ def settings_from_spec(spec: dict[str, Any]) -> Settings:
         "emulator": EmulatorSettings(**spec["emulator"]),
         "endpoint_url": spec.get("endpoint_url"),
     }
-    if "http_port" in {f.name for f in dataclasses.fields(Settings)}:
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    if "http_port" in fields:
         top["http_port"] = 0  # the HTTP face, where this checkout has one: port 0 as well
+    if "jobs" in fields:
+        # Fleet jobs kept in memory: a benchmark's gateway never resumes an earlier run's jobs.
+        from gateway.config import JobSettings
+
+        top["jobs"] = JobSettings(**{"sqlite_path": ":memory:", **spec.get("jobs", {})})
     return Settings(**top)
 
 
