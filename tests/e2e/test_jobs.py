@@ -18,6 +18,8 @@ from google.protobuf import json_format
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from gateway.app import GatewayApp
+from gateway.config import AuthSettings, CallerSettings
+from gateway.faces.auth import hash_token
 from tests.support.gateways import GatewayFactory
 from tests.support.grpc_helpers import error_info
 
@@ -272,3 +274,62 @@ class TestHttpAndCancel:
         parsed = json_format.ParseDict(job, pb.Job())
         assert [s.server_id for s in parsed.servers] == ids
         assert parsed.operation == pb.JOB_OPERATION_START
+
+
+TOKEN_A = "jobs-caller-a-token-0a9b"
+
+
+class TestWhoMay:
+    async def test_a_caller_acts_and_sees_only_its_accounts(
+        self, gateway_factory: GatewayFactory
+    ) -> None:
+        """A caller allowed account A only: CreateJob on B, StartServer on B and GetJob of a
+        job on B are PERMISSION_DENIED; ListJobs shows A's jobs only; no token is
+        UNAUTHENTICATED."""
+        auth = AuthSettings(
+            callers=(
+                CallerSettings("a-only", hash_token(TOKEN_A), (A,)),
+                CallerSettings("ops", hash_token("jobs-ops-token-0a9b1c"), ("*",)),
+            )
+        )
+        app = await gateway_factory(auth=auth)
+        assert app.emulator is not None
+        (in_a,) = app.emulator.create_servers(1, account=A)
+        (in_b,) = app.emulator.create_servers(1, account=B, state="OFFLINE")
+        mine = (("authorization", f"Bearer {TOKEN_A}"),)
+        ops = (("authorization", "Bearer jobs-ops-token-0a9b1c"),)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+            stub: Any = pb_grpc.TransferGatewayStub(channel)
+            on_b = pb.CreateJobRequest(
+                operation=pb.JOB_OPERATION_STOP,
+                targets=[pb.JobTarget(server_id=in_b, account_id=B)],
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as denied:
+                await stub.CreateJob(on_b, metadata=mine, timeout=10)
+            assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+                await stub.CreateJob(on_b, timeout=10)
+            assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            start = stub.StartServer(
+                pb.StartServerRequest(server_id=in_b, account_id=B), metadata=mine, timeout=10
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as start_denied:
+                async for _ in start:
+                    pass
+            assert start_denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            theirs = await stub.CreateJob(on_b, metadata=ops, timeout=10)
+            ours = await stub.CreateJob(
+                pb.CreateJobRequest(
+                    operation=pb.JOB_OPERATION_STOP,
+                    targets=[pb.JobTarget(server_id=in_a, account_id=A)],
+                ),
+                metadata=mine,
+                timeout=10,
+            )
+            their_id = theirs.name.removeprefix("operations/")
+            with pytest.raises(grpc.aio.AioRpcError) as hidden:
+                await stub.GetJob(pb.GetJobRequest(job_id=their_id), metadata=mine, timeout=10)
+            assert hidden.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            listed = await stub.ListJobs(pb.ListJobsRequest(), metadata=mine, timeout=10)
+        assert [j.name for j in listed.jobs] == [ours.name]
+        assert app.emulator.calls("StartServer") == 0
