@@ -316,6 +316,7 @@ class JobManager:
         self._adopter: asyncio.Task[None] | None = None
         self._save_wanted = asyncio.Event()
         self._closing = False
+        self._closed = False
         #: Who this replica is, in a shared store's job leases.
         self._owner = uuid.uuid4().hex
 
@@ -365,7 +366,11 @@ class JobManager:
                     self._launch(job, resumed=True)
 
     async def close(self) -> None:
-        """Stop running jobs (they resume at the next start), after saving what they did."""
+        """Stop running jobs (they resume at the next start), after saving what they did.
+        A second close does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         self._closing = True
         if self._adopter is not None:
             self._adopter.cancel()

@@ -205,6 +205,7 @@ class SqliteJobStore(_OneProcess):
         self._path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobstore")
         self._db: sqlite3.Connection | None = None
+        self._closed = False
 
     async def _run(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
         loop = asyncio.get_running_loop()
@@ -294,6 +295,11 @@ class SqliteJobStore(_OneProcess):
         await self._run(work)
 
     async def close(self) -> None:
+        """Close the file and the thread; a second close does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+
         def shut() -> None:
             if self._db is not None:
                 self._db.close()

@@ -19,6 +19,7 @@ from gateway.faces.introspection import NOT_SERVING, SERVING, HealthServicer
 SERVICE = "transfer_gateway.v1.TransferGateway"
 ALL_SERVICES = {
     SERVICE,
+    "google.longrunning.Operations",  # the fleet jobs as long-running operations
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
