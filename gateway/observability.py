@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from prometheus_client import (
@@ -33,27 +34,77 @@ GRPC_SERVICE = "transfer_gateway.v1.TransferGateway"
 MAX_BUCKET_SERIES = 100
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler writing to whatever sys.stderr is when a record comes (a test's capture, a
+    redirected stream), not to the one there was when logging was configured."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # StreamHandler's own __init__ and setStream: the stream is always sys.stderr
+
+
+def _client_fault_is_a_warning(record: logging.LogRecord) -> bool:
+    """aiohttp logs a request it cannot parse (a NUL byte in a header, a bad request line)
+    as an error with its traceback: it is the client's fault, answered 400, so a warning."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if record.name.startswith("aiohttp") and type(exc).__name__ in _CLIENT_FAULTS:
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
+
+
+#: aiohttp.http_exceptions names (not imported: observability sits below the faces).
+_CLIENT_FAULTS = frozenset(
+    {"BadHttpMessage", "InvalidURLError", "InvalidHeader", "BadStatusLine", "LineTooLong"}
+)
+
+
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
-    """JSON lines on stderr (one event per line, ISO timestamps); `console` for people."""
+    """JSON lines on stderr (one event per line, ISO timestamps); `console` for people.
+
+    Libraries log through the standard library (aiohttp refusing a request it cannot parse,
+    such as a NUL byte in a header; asyncio's unretrieved task errors; grpc): with no handler,
+    Python's last-resort handler prints their records as plain text, a traceback over many
+    lines, in the middle of the JSON stream. So the root logger gets one handler that renders
+    them as structlog renders its own events (the traceback becomes the `exception` field of
+    one JSON line). It passes what the last-resort handler passed, warnings and up, even at
+    `debug`: botocore's debug records quote whole requests, credentials included."""
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
+    threshold = logging.getLevelNamesMapping()[level.upper()]
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    handler = _Stderr()
+    handler.setFormatter(formatter)
+    handler.addFilter(_client_fault_is_a_warning)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _Stderr)]:
+        root.removeHandler(old)  # configured again (tests, a second serve in one process)
+    root.addHandler(handler)
+    root.setLevel(max(threshold, logging.WARNING))
 
 
 @dataclass(frozen=True)

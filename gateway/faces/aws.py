@@ -20,6 +20,7 @@ from gateway.faces import sigv4
 from gateway.faces.auth import ANONYMOUS, TWO_AUTHORIZATIONS, Access, Caller, peer_common_name
 from gateway.faces.bodies import BodyError, BodyProblem, read_body
 from gateway.faces.call import Admitted, Ask, Call, Calls
+from gateway.faces.request_ids import of_request as request_id_of
 from gateway.limiting.callers import CallerLimits
 from gateway.observability import Metrics
 
@@ -101,9 +102,12 @@ class AwsApi:
         handler = self._handlers.get(name) if prefix == protocol.TARGET_PREFIX else None
         server_id = ""
         # Not a stream: AWS answers once, so the call is not an open stream in the metrics.
-        async with self._calls.open(name if handler else "unknown", streaming=False) as call:
+        async with self._calls.open(
+            name if handler else "unknown", streaming=False, request_id=request_id_of(request)
+        ) as call:
             try:
                 raw = await self._read(request)
+                _note_server(call, raw)
                 # Who calls comes first: a refused caller learns nothing, not even the
                 # operations. The signature names the caller, its account and region at once.
                 caller, account, region = self._identify(request, raw)
@@ -280,6 +284,18 @@ class AwsApi:
             )
         )
         return _json(reply.payload), reply.aws_request_id
+
+
+def _note_server(call: Call, raw: bytes) -> None:
+    """The body's ServerId in the call's log fields at once, so that a refusal before the
+    call is admitted (401: who calls comes first) still says which server was asked for."""
+    try:
+        body = protocol.parse_body(raw)
+    except AwsError:
+        return
+    server = body.get("ServerId")
+    if isinstance(server, str):
+        call.fields["server"] = server[:40] or None
 
 
 def _json(payload: dict[str, Any]) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from gateway.core.validation import validate_account, validate_target
 from gateway.domain import BucketKey, StateUpdate, Target
 from gateway.errors import ErrorKind, FieldViolation, GatewayError, InvalidArgument
 from gateway.faces.auth import Access, Caller
+from gateway.faces.request_ids import request_id as sane_request_id
 from gateway.limiting.callers import CallerLimits, Slot
 from gateway.observability import CallEnd, Metrics
 
@@ -42,6 +43,13 @@ log = structlog.get_logger(__name__)
 
 #: The outcome of a call whose caller went away (an HTTP client hanging up, a gRPC cancel).
 CANCELLED = "CANCELLED"
+#: The outcomes of a failure that is the gateway's or AWS's (logged at error; any other
+#: failure is the caller's: a bad field, an unknown server, its own deadline, a limit, logged
+#: at warning). DEADLINE_EXCEEDED is the caller's: the deadline it chose passed.
+SERVER_FAULTS = frozenset({"INTERNAL", "UNKNOWN", "DATA_LOSS", "UNAVAILABLE", "UNIMPLEMENTED"})
+#: Rows whose code is a server fault's but which the gateway chose: a drain, the connection
+#: cap. Expected in operation, so a warning, not an error.
+_CHOSEN = frozenset({ErrorKind.SHUTTING_DOWN, ErrorKind.TOO_MANY_CONNECTIONS})
 #: How much of a raw field the log quotes: a 10 kB field must not make a 10 kB log line.
 _SHOWN = {"server": 40, "account": 20, "region": 40}
 
@@ -105,10 +113,20 @@ class Calls:
         account: str = "",
         region: str = "",
         streaming: bool = True,
+        request_id: str | None = None,
     ) -> Call:
         """One call of `method`, with the raw fields known when it starts (for `call.start`).
-        `streaming`: counted in the open-streams gauge while it runs."""
-        return Call(self, method, server=server, account=account, region=region, stream=streaming)
+        `streaming`: counted in the open-streams gauge while it runs. `request_id`: the
+        caller's x-request-id (kept if sane, else a new one: `Call.request_id`)."""
+        return Call(
+            self,
+            method,
+            server=server,
+            account=account,
+            region=region,
+            stream=streaming,
+            request_id=request_id,
+        )
 
 
 class Call:
@@ -116,12 +134,23 @@ class Call:
     Use it as an async context manager (`Calls.open`)."""
 
     def __init__(
-        self, calls: Calls, method: str, *, server: str, account: str, region: str, stream: bool
+        self,
+        calls: Calls,
+        method: str,
+        *,
+        server: str,
+        account: str,
+        region: str,
+        stream: bool,
+        request_id: str | None = None,
     ) -> None:
         self._calls = calls
         self._streaming = stream
         self.method = method
+        #: call.start and call.end carry it; the face echoes it back to the caller.
+        self.request_id = sane_request_id(request_id)
         self.fields: dict[str, Any] = {
+            "request_id": self.request_id,
             "method": method,
             "face": calls.face,
             "server": server[: _SHOWN["server"]] or None,
@@ -146,6 +175,8 @@ class Call:
         #: Where the call acts, once validated: every error after that names it (ErrorInfo).
         self._key: BucketKey | None = None
         self._target: Target | None = None
+        #: The row of the error the call failed with, if it was one (for the log level).
+        self._kind: ErrorKind | None = None
 
     # -- the frame: metrics and the two log lines ---------------------------------------------
     async def __aenter__(self) -> Call:
@@ -185,7 +216,16 @@ class Call:
                 ),
             )
             last = self._last
-            log.info(
+            outcome = self.outcome
+            # A failure is never info: the caller's at warning, the gateway's or AWS's at error.
+            level = (
+                log.info
+                if outcome in ("OK", CANCELLED)
+                else log.error
+                if outcome in SERVER_FAULTS and self._kind not in _CHOSEN
+                else log.warning
+            )
+            level(
                 "call.end",
                 **self.fields,
                 outcome=self.outcome,
@@ -208,6 +248,8 @@ class Call:
             return GatewayError(ErrorKind.CANCELLED, "the caller went away")
         if isinstance(exc, GatewayError):
             self._name_target(exc)
+            if not self._decided:
+                self._kind = exc.kind
             self.decide(exc.kind.grpc_code.name)
             self._aws_request_id = self._aws_request_id or exc.metadata.get("aws_request_id")
             return exc

@@ -24,6 +24,7 @@ from gateway.faces.call import Ask, Calls
 from gateway.faces.introspection import HealthServicer, add_introspection
 from gateway.faces.jobs import JobMethods, OperationsService
 from gateway.faces.messages import error_to_status, update_to_proto
+from gateway.faces.request_ids import HEADER as REQUEST_ID
 from gateway.limiting.callers import CallerLimits
 from gateway.observability import Metrics
 
@@ -109,10 +110,17 @@ class TransferGatewayService(JobMethods, pb_grpc.TransferGatewayServicer):
         self, operation: Operation, request: _Request, context: _Context
     ) -> AsyncIterator[pb.ServerStateUpdate]:
         ask = Ask(request.server_id, request.account_id, request.region)
+        given = [v for k, v in context.invocation_metadata() or () if k == REQUEST_ID]
         async with self._calls.open(
-            operation.name, server=ask.server_id or "", account=ask.account_id, region=ask.region
+            operation.name,
+            server=ask.server_id or "",
+            account=ask.account_id,
+            region=ask.region,
+            request_id=str(given[0]) if len(given) == 1 else None,
         ) as call:
             try:
+                # Initial metadata goes out before the first update or the error's trailers.
+                await context.send_initial_metadata(((REQUEST_ID, call.request_id),))
                 async for update in call.stream(
                     operation,
                     ask,

@@ -28,6 +28,8 @@ from gateway.faces.bodies import BodyError, BodyProblem, parse_json, read_body
 from gateway.faces.call import Ask, Calls
 from gateway.faces.connections import raw_response
 from gateway.faces.messages import error_to_status, update_to_proto
+from gateway.faces.request_ids import echo as echo_request_id
+from gateway.faces.request_ids import of_request as request_id_of
 from gateway.limiting.callers import CallerLimits
 from gateway.observability import Metrics
 
@@ -96,6 +98,8 @@ class HttpApi:
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/openapi.json", self.openapi)
+        # Every answer of this app (the AWS face's, 404s, the middlewares' 401s) names its id.
+        app.on_response_prepare.append(echo_request_id)
 
     # -- streaming routes --------------------------------------------------------------------
     async def stop(self, request: web.Request) -> web.StreamResponse:
@@ -137,7 +141,11 @@ class HttpApi:
     ) -> web.StreamResponse:
         sse = _wants_sse(request)
         clock = self._core.clock
-        async with self._calls.open(operation.name, server=request.match_info["serverId"]) as call:
+        async with self._calls.open(
+            operation.name,
+            server=request.match_info["serverId"],
+            request_id=request_id_of(request),
+        ) as call:
             updates = call.stream(
                 operation,
                 ask,

@@ -17,6 +17,7 @@ from tests.support.http_helpers import base_url
 MISSING = "s-0000000000000000a"
 #: What every face's call.end carries (docs/architecture.md, "The path of one call").
 END_FIELDS = {
+    "request_id",
     "method",
     "face",
     "server",
