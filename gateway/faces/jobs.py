@@ -1,5 +1,6 @@
-"""Fleet jobs on the faces: the gRPC methods (and google.longrunning.Operations) and the HTTP
-routes, translating to and from gateway.core.jobs. No logic beyond reading and rendering."""
+"""Fleet jobs on the faces: gRPC methods, google.longrunning.Operations, HTTP routes.
+
+They translate to and from gateway.core.jobs; no logic beyond reading and rendering."""
 
 from __future__ import annotations
 

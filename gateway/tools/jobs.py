@@ -1,5 +1,6 @@
-"""The `transfer-gateway jobs` commands: create, list, get, watch and cancel fleet jobs over
-gRPC, with a live progress line per job and a summary (`--json` for machines)."""
+"""The `transfer-gateway jobs` commands: create, list, get, watch and cancel fleet jobs.
+
+Over gRPC, with a live progress line per job and a summary (`--json` for machines)."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ on FakeUpstream and a ManualClock (no sockets, no sleeping)."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -11,12 +12,12 @@ import pytest
 
 from gateway.clock import ManualClock
 from gateway.config import JobSettings
-from gateway.core.jobs import ItemStatus, Job, JobManager, JobSpec, JobState, Selector
+from gateway.core.jobs import ItemStatus, Job, JobItem, JobManager, JobSpec, JobState, Selector
 from gateway.core.jobstore import MemoryJobStore, SqliteJobStore
 from gateway.domain import ServerState, Target
 from gateway.errors import ErrorKind, GatewayError
 from tests.support.core import ACCOUNT, REGION, CoreFactory, CoreRig, core_settings, read, settle
-from tests.support.fake_upstream import FakeUpstream, targets
+from tests.support.fake_upstream import FakeUpstream, aws_error, targets
 
 OTHER = "444455556666"
 SETTINGS = JobSettings(sqlite_path=":memory:", fresh_state_seconds=5.0)
@@ -183,8 +184,6 @@ class TestSelection:
     ) -> None:
         """AWS refusing the listing (access denied): the job is FAILED with the reason, and
         nothing is sent."""
-        from tests.support.fake_upstream import aws_error
-
         fake.add_server(next(iter(targets(1))))
         fake.fail("ListServers", aws_error("AccessDeniedException", "no"))
         manager = _manager(rig, managers)
@@ -400,8 +399,6 @@ class TestWatch:
             async for event in manager.watch(job.id):
                 events.append(event)
 
-        import asyncio
-
         task = asyncio.create_task(watch())
         await _until_ended(rig, job)
         await rig.advance(1.0)
@@ -429,8 +426,6 @@ class TestSqliteStore:
             request_id="req-1",
         )
         job = Job("job-00000000000000aa", spec, 1000.0, state=JobState.RUNNING, updated_at=1001.0)
-        from gateway.core.jobs import JobItem
-
         job.items = [JobItem(t) for t in targets(2)]
         await store.save_job(job)
         await store.save_items(job, [0, 1])
