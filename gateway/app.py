@@ -43,7 +43,13 @@ from gateway.faces.auth import (
 from gateway.faces.aws import AwsApi, is_aws_request
 from gateway.faces.connections import ConnectionGuard, GuardedSite, connection_cap
 from gateway.faces.grpc import TransferGatewayService, add_services, server_options
-from gateway.faces.http import HttpApi, Readiness, error_response, raw_error_response
+from gateway.faces.http import (
+    HttpApi,
+    Readiness,
+    error_response,
+    raw_error_response,
+    routing_errors,
+)
 from gateway.faces.introspection import NOT_SERVING, SERVING
 from gateway.faces.jobs import JobRoutes, OperationsService
 from gateway.faces.sigv4 import Verifier, issued_keys
@@ -347,7 +353,7 @@ class GatewayApp:
         )
         # The guard's middleware first: a request is "being served" (never pushed out) from
         # the moment its head is in, whatever the middlewares after it decide.
-        app = web.Application(middlewares=[self.http_connections.middleware, auth])
+        app = web.Application(middlewares=[self.http_connections.middleware, routing_errors, auth])
         HttpApi(
             core,
             self.metrics,

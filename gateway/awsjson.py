@@ -11,20 +11,16 @@ from typing import Any, Final
 from aiohttp import web
 
 from gateway.config import DEFAULT_EMULATOR_ACCOUNT, DEFAULT_REGION
+from gateway.names import SERVER_ID_LENGTH, SERVER_ID_PATTERN, is_account_id, is_server_id
 
 TARGET_PREFIX: Final = "TransferService"
 CONTENT_TYPE: Final = "application/x-amz-json-1.1"
 
-#: botocore's model: ServerId is exactly 19 characters matching this pattern.
-SERVER_ID_PATTERN: Final = "s-([0-9a-f]{17})"
-SERVER_ID_LENGTH: Final = 19
-_SERVER_ID_RE: Final = re.compile(r"s-[0-9a-f]{17}\Z")
 MAX_RESULTS_RANGE: Final = (1, 1000)
 NEXT_TOKEN_LENGTH: Final = (1, 6144)
 
 # `Credential=AKID/20261128/us-east-1/transfer/aws4_request`: the key id and the scope's region.
 _CREDENTIAL_RE: Final = re.compile(r"Credential=([^/,\s]+)/[^/,\s]*/([^/,\s]+)/")
-_ACCOUNT_RE: Final = re.compile(r"[0-9]{12}\Z")
 
 
 class AwsError(Exception):
@@ -133,7 +129,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
 def server_id_of(body: Mapping[str, Any]) -> str:
     """`ServerId`, required, checked against botocore's model (length 19 and the pattern)."""
     value = body.get("ServerId")
-    if isinstance(value, str) and _SERVER_ID_RE.match(value) is not None:
+    if isinstance(value, str) and is_server_id(value):
         return value
     problems = Violations()
     if value is None:
@@ -209,7 +205,7 @@ def credential_of(authorization: str | None) -> tuple[str, str] | None:
 
 def account_of_key(key_id: str) -> str | None:
     """The account an access key id names by the 12-digit convention, or None."""
-    return key_id if _ACCOUNT_RE.match(key_id) else None
+    return key_id if is_account_id(key_id) else None
 
 
 def new_request_id() -> str:

@@ -14,7 +14,6 @@ from gateway.config import (
     DEFAULT_EMULATOR_ACCOUNT,
     DEFAULT_REGION,
     BudgetSettings,
-    CoreSettings,
     Settings,
     SettingsError,
 )
@@ -334,36 +333,6 @@ def load_serve_settings(
 
     overrides = {SERVE_FLAG_KEYS[d]: getattr(args, d) for d in given if d in SERVE_FLAG_KEYS}
     return load_settings(args.config or environ.get(CONFIG_ENV), environ, overrides)
-
-
-def _serve_settings(args: argparse.Namespace) -> Settings:
-    core = CoreSettings(
-        default_account=args.account,
-        default_region=args.region,
-        budget=BudgetSettings(rate=args.rate, burst=args.burst),
-    )
-    emulator = emulator_settings_from(
-        args, prefix="emulator-", host=args.emulator_host, port=args.emulator_port
-    )
-    return Settings(
-        grpc_host=args.grpc_host,
-        grpc_port=args.grpc_port,
-        upstream=args.upstream,
-        demo_servers=args.demo_servers,
-        log_format=args.log_format,
-        log_level=args.log_level,
-        shutdown_grace_seconds=args.shutdown_grace,
-        http_host=args.http_host,
-        http_port=args.http_port,
-        endpoint_url=args.upstream_endpoint,
-        limiter=args.limiter,
-        redis_url=args.redis_url,
-        redis_prefix=args.redis_prefix,
-        redis_outage=args.redis_outage,
-        expected_replicas=args.expected_replicas,
-        core=core,
-        emulator=emulator,
-    )
 
 
 async def _serve(settings: Settings) -> int:

@@ -9,12 +9,10 @@ import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
+from gateway.names import EXTRA_REGION, EXTRA_REGION_MAX, REGION_NAME, ROLE_ARN, is_account_id
 from gateway.regions import is_known_region
-
-_T = TypeVar("_T")
-_ACCOUNT = re.compile(r"[0-9]{12}")
 
 DEFAULT_EMULATOR_ACCOUNT = "000000000000"
 DEFAULT_REGION = "us-east-1"
@@ -91,21 +89,11 @@ def _check(obj: object, key: str, ok: bool, problem: str) -> None:
         )
 
 
-def from_mapping(cls: type[_T], values: Mapping[str, Any]) -> _T:
-    """Build a settings dataclass from a mapping, naming any unknown key."""
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise SettingsError(f"unknown setting(s) for {cls.__name__}: {', '.join(unknown)}")
-    return cls(**values)
-
-
 __all__ = [
     "DEFAULT_EMULATOR_ACCOUNT",
     "DEFAULT_REGION",
     "EmulatorSettings",
     "SettingsError",
-    "from_mapping",
 ]
 
 
@@ -211,9 +199,6 @@ class PairSettings:
         _check(self, "idle_seconds", self.idle_seconds > 0, "must be > 0")
 
 
-_EXTRA_REGION = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
-
-
 @dataclass(frozen=True)
 class CoreSettings:
     """What the core (validation, budget, calls, watching) needs."""
@@ -229,7 +214,11 @@ class CoreSettings:
     pairs: PairSettings = dataclasses.field(default_factory=PairSettings)
 
     def __post_init__(self) -> None:
-        bad = [r for r in self.extra_regions if len(r) > 32 or not _EXTRA_REGION.fullmatch(r)]
+        bad = [
+            r
+            for r in self.extra_regions
+            if len(r) > EXTRA_REGION_MAX or not EXTRA_REGION.fullmatch(r)
+        ]
         _check(self, "extra_regions", not bad, f"not region names (a-z, 0-9, '-'): {bad}")
         _check(
             self,
@@ -289,8 +278,6 @@ class JobSettings:
         _check(self, "lease_seconds", self.lease_seconds > 0, "must be > 0")
 
 
-_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}")
-_REGION_NAME = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 #: In a caller's `accounts`: every account.
 ALL_ACCOUNTS = "*"
@@ -362,13 +349,13 @@ class AccountSettings:
     burst: int | None = None
 
     def __post_init__(self) -> None:
-        _check(self, "account_id", bool(_ACCOUNT.fullmatch(self.account_id)), "must be 12 digits")
-        bad = [r for r in self.regions if not _REGION_NAME.fullmatch(r)]
+        _check(self, "account_id", is_account_id(self.account_id), "must be 12 digits")
+        bad = [r for r in self.regions if not REGION_NAME.fullmatch(r)]
         _check(self, "regions", not bad, f"not AWS region names: {bad}")
         _check(
             self,
             "role_arn",
-            self.role_arn is None or bool(_ROLE_ARN.fullmatch(self.role_arn)),
+            self.role_arn is None or bool(ROLE_ARN.fullmatch(self.role_arn)),
             "must be an IAM role ARN (arn:aws:iam::<12 digits>:role/<name>)",
         )
         _check(
@@ -427,7 +414,7 @@ class AwsKeySettings:
             bool(_ACCESS_KEY_ID.fullmatch(self.access_key_id)),
             "must be 16-128 letters and digits",
         )
-        _check(self, "account", bool(_ACCOUNT.fullmatch(self.account)), "must be 12 digits")
+        _check(self, "account", is_account_id(self.account), "must be 12 digits")
         _check(
             self,
             "secret_env",
@@ -514,7 +501,7 @@ class CallerSettings:
             self.token_sha256 is None or bool(_SHA256_HEX.fullmatch(self.token_sha256)),
             "must be 64 lower-case hex digits: sha256 of the token, not the token",
         )
-        bad = [a for a in self.accounts if a != ALL_ACCOUNTS and not _ACCOUNT.fullmatch(a)]
+        bad = [a for a in self.accounts if a != ALL_ACCOUNTS and not is_account_id(a)]
         _check(self, "accounts", not bad, f'must be 12-digit accounts or "*": {bad}')
         outside = [
             k.access_key_id
@@ -753,7 +740,7 @@ class Settings:
         ):
             _check(self, key, getattr(self, key) > 0, "must be > 0")
         _check(self, "http_max_connections", self.http_max_connections >= 1, "must be >= 1")
-        bad_keys = [k for k, a in self.access_keys.items() if not _ACCOUNT.fullmatch(a)]
+        bad_keys = [k for k, a in self.access_keys.items() if not is_account_id(a)]
         _check(self, "access_keys", not bad_keys, f"accounts must be 12 digits: {bad_keys}")
         _check(self, "demo_servers", self.demo_servers >= 0, "must be >= 0")
         _check(self, "max_pool_connections", self.max_pool_connections >= 1, "must be >= 1")

@@ -57,6 +57,11 @@ class ErrorKind(enum.Enum):
     REQUEST_TIMEOUT = _Row(StatusCode.DEADLINE_EXCEEDED, 408, "REQUEST_TIMEOUT")
     #: HTTP only: http_max_connections are open, every one serving a request.
     TOO_MANY_CONNECTIONS = _Row(StatusCode.UNAVAILABLE, 503, "TOO_MANY_CONNECTIONS")
+    #: HTTP only: no route has this path (grpc-gateway: NOT_FOUND, 404).
+    ROUTE_NOT_FOUND = _Row(StatusCode.NOT_FOUND, 404, "ROUTE_NOT_FOUND")
+    #: HTTP only: the path is routed, but not for this method (grpc-gateway answers
+    #: UNIMPLEMENTED; the status stays HTTP's own 405, with Allow).
+    METHOD_NOT_ALLOWED = _Row(StatusCode.UNIMPLEMENTED, 405, "METHOD_NOT_ALLOWED")
     CANCELLED = _Row(StatusCode.CANCELLED, 499, "CANCELLED")
     INTERNAL = _Row(StatusCode.INTERNAL, 500, "INTERNAL")
 

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Collection
 
 from gateway.domain import BucketKey, Target
 from gateway.errors import FieldViolation, InvalidArgument
+from gateway.names import SERVER_ID_LENGTH, SERVER_ID_PATTERN, is_account_id, is_server_id
 from gateway.regions import transfer_regions
-
-# botocore's model: ServerId has min and max length 19 and pattern `s-([0-9a-f]{17})`, but
-# botocore itself checks only the minimum length, so the gateway checks all of it.
-_SERVER_ID = re.compile(r"s-[0-9a-f]{17}")
-_ACCOUNT_ID = re.compile(r"[0-9]{12}")
 
 #: Longest value quoted back in an error; a 10 kB field must not make a 10 kB error.
 _QUOTE_MAX = 40
@@ -78,18 +73,18 @@ def validate_account(
 def _server_violations(server_id: str, server_field: str) -> list[FieldViolation]:
     if not server_id:
         return [FieldViolation(server_field, "is required")]
-    if len(server_id) != 19:
+    if len(server_id) != SERVER_ID_LENGTH:
         return [
             FieldViolation(
                 server_field,
                 f"must be 19 characters ('s-' and 17 lower-case hex digits), got {len(server_id)}",
             )
         ]
-    if not _SERVER_ID.fullmatch(server_id):
+    if not is_server_id(server_id):
         return [
             FieldViolation(
                 server_field,
-                f"{_quote(server_id)} must match s-([0-9a-f]{{17}}) (lower-case hex digits)",
+                f"{_quote(server_id)} must match {SERVER_ID_PATTERN} (lower-case hex digits)",
             )
         ]
     return []
@@ -108,7 +103,7 @@ def _account_and_region(
     nothing is)."""
     violations: list[FieldViolation] = []
     account = account_id or default_account
-    if not _ACCOUNT_ID.fullmatch(account):
+    if not is_account_id(account):
         violations.append(FieldViolation(account_field, f"{_quote(account)} must be 12 digits"))
     chosen_region = region or default_region
     if chosen_region not in transfer_regions() and chosen_region not in extra_regions:

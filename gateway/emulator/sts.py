@@ -22,18 +22,17 @@ from aiohttp import web
 
 from gateway.awsjson import AwsError, new_request_id
 from gateway.config import DEFAULT_EMULATOR_ACCOUNT
+from gateway.names import ROLE_ARN, is_account_id
 
 XML_NAMESPACE: Final = "https://sts.amazonaws.com/doc/2011-06-15/"
 API_VERSION: Final = "2011-06-15"
 FORM_CONTENT_TYPE: Final = "application/x-www-form-urlencoded"
 
 # botocore's model of AssumeRole's inputs.
-_ROLE_ARN_RE: Final = re.compile(r"arn:aws[a-z-]*:iam::([0-9]{12}):role/[\w+=,.@/-]{1,512}\Z")
 _SESSION_NAME_RE: Final = re.compile(r"[\w+=,.@-]{2,64}\Z")
 _EXTERNAL_ID_RE: Final = re.compile(r"[\w+=,.@:/-]{2,1224}\Z")
 DURATION_RANGE: Final = (900, 43200)
 _CREDENTIAL_RE: Final = re.compile(r"Credential=([^/,\s]+)/")
-_ACCOUNT_RE: Final = re.compile(r"[0-9]{12}\Z")
 
 
 @dataclass(frozen=True)
@@ -113,7 +112,7 @@ class Sts:
         session_name = form.get("RoleSessionName", "")
         external_id = form.get("ExternalId")
         raw_duration = form.get("DurationSeconds", "3600")
-        match = _ROLE_ARN_RE.match(role_arn)
+        match = ROLE_ARN.fullmatch(role_arn)
         if match is None:
             raise _validation("roleArn", role_arn, "must be an IAM role ARN")
         if not _SESSION_NAME_RE.match(session_name):
@@ -166,7 +165,7 @@ class Sts:
             arn = f"arn:aws:sts::{account}:assumed-role/{role_name}/{session.session_name}"
         else:
             # The emulator's convention: a 12-digit key id is the account.
-            account = key_id if _ACCOUNT_RE.match(key_id) else DEFAULT_EMULATOR_ACCOUNT
+            account = key_id if is_account_id(key_id) else DEFAULT_EMULATOR_ACCOUNT
             arn = f"arn:aws:iam::{account}:user/emulator"
         return f"<Arn>{escape(arn)}</Arn><UserId>AIDA{account}</UserId><Account>{account}</Account>"
 

@@ -250,6 +250,36 @@ def body_error(error: BodyError) -> GatewayError:
     return InvalidArgument([FieldViolation("body", f"must be a JSON object ({error.message})")])
 
 
+@web.middleware
+async def routing_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """The router's own 404 and 405 as the table's errors: the same google.rpc.Status JSON as
+    every other error, not aiohttp's text/plain. Only the router's: a route's own answers
+    pass as they are."""
+    routing_error = getattr(request.match_info, "http_exception", None)
+    if routing_error is None:
+        return await handler(request)
+    if isinstance(routing_error, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(routing_error.allowed_methods))
+        error = GatewayError(
+            ErrorKind.METHOD_NOT_ALLOWED,
+            f"{request.method} is not allowed on {request.path[:200]} (allowed: {allowed})",
+            metadata={"allow": allowed},
+        )
+        response = error_response(error)
+        response.headers["Allow"] = allowed
+        return response
+    if isinstance(routing_error, web.HTTPNotFound):
+        return error_response(
+            GatewayError(
+                ErrorKind.ROUTE_NOT_FOUND,
+                f"no route for {request.path[:200]} (see /openapi.json)",
+            )
+        )
+    return await handler(request)
+
+
 def error_response(error: GatewayError) -> web.Response:
     """An error before the first byte: the table's HTTP status and a google.rpc.Status body."""
     headers = {}

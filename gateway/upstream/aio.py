@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -20,8 +19,9 @@ from botocore.exceptions import (
 )
 
 from gateway.domain import BucketKey, ServerState, Target
-from gateway.errors import ErrorKind, UpstreamError, from_aws
+from gateway.errors import ErrorKind, UpstreamError
 from gateway.upstream import listing
+from gateway.upstream.errors import from_client_error
 
 #: ListTagsForResource pages read at most, for one server (AWS allows 50 tags: one page).
 _MAX_TAG_PAGES = 10
@@ -269,7 +269,7 @@ async def _attempt(client: Any, operation: str, params: dict[str, Any]) -> dict[
     try:
         response: dict[str, Any] = await getattr(client, operation)(**params)
     except ClientError as exc:
-        raise _from_client_error(exc) from exc
+        raise from_client_error(exc) from exc
     except (NoCredentialsError, PartialCredentialsError) as exc:
         raise UpstreamError(
             ErrorKind.UPSTREAM_ACCESS_DENIED, f"no usable AWS credentials: {exc}"
@@ -287,27 +287,3 @@ async def _close(entry: _Client) -> None:
     """Close a client that was made (a failed or unfinished creation holds nothing)."""
     if entry.context is not None:
         await entry.context.__aexit__(None, None, None)
-
-
-def _from_client_error(exc: ClientError) -> UpstreamError:
-    response: dict[str, Any] = exc.response
-    error = response.get("Error", {})
-    code = str(error.get("Code", "Unknown"))
-    message = str(error.get("Message", "") or "")
-    metadata = response.get("ResponseMetadata", {})
-    request_id = str(metadata.get("RequestId", ""))
-    status = metadata.get("HTTPStatusCode")
-    # botocore puts a modeled error's members at the top of the response.
-    raw_retry = response.get("RetryAfterSeconds", error.get("RetryAfterSeconds"))
-    retry_after: float | None = None
-    if raw_retry is not None:
-        with contextlib.suppress(TypeError, ValueError):
-            retry_after = max(0.0, float(raw_retry))
-    return from_aws(
-        code,
-        message,
-        request_id=request_id,
-        retry_after=retry_after,
-        # An unknown code is classed by its status: a 4xx is an answer, not a failure.
-        http_status=status if isinstance(status, int) else None,
-    )

@@ -19,7 +19,8 @@ from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError
 
 from gateway.config import AccountSettings
-from gateway.errors import ErrorKind, UpstreamError, from_aws
+from gateway.errors import ErrorKind, UpstreamError
+from gateway.upstream.errors import from_client_error
 
 #: The RoleSessionName the gateway's sessions carry (it shows in the account's CloudTrail).
 ROLE_SESSION_NAME = "transfer-gateway"
@@ -119,7 +120,7 @@ class AccountSessions:
         try:
             response = await sts.assume_role(**params)
         except ClientError as exc:
-            raise _sts_error(exc, f"AssumeRole {account.role_arn}") from exc
+            raise from_client_error(exc, action=f"AssumeRole {account.role_arn}") from exc
         except BotoCoreError as exc:
             raise UpstreamError(
                 ErrorKind.UPSTREAM_UNAVAILABLE, f"AssumeRole {account.role_arn}: STS failed"
@@ -141,27 +142,12 @@ class AccountSessions:
         try:
             response = await sts.get_caller_identity()
         except ClientError as exc:
-            raise _sts_error(exc, "GetCallerIdentity") from exc
+            raise from_client_error(exc, action="GetCallerIdentity") from exc
         return str(response["Account"])
 
     async def close(self) -> None:
         await self._exit.aclose()
         self._sts = None
-
-
-def _sts_error(exc: ClientError, what: str) -> UpstreamError:
-    """STS's error as ours. Only the code and AWS's message: never the request's parameters."""
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", "Unknown"))
-    metadata = exc.response.get("ResponseMetadata", {})
-    request_id = str(metadata.get("RequestId", ""))
-    status = metadata.get("HTTPStatusCode")
-    return from_aws(
-        code,
-        f"{what}: {error.get('Message', code)}",
-        request_id=request_id,
-        http_status=status if isinstance(status, int) else None,
-    )
 
 
 __all__ = ["EMULATOR_BASE_CREDENTIALS", "ROLE_SESSION_NAME", "AccountSessions"]
