@@ -21,7 +21,7 @@ from gateway.core.coordination import (
 )
 from gateway.core.operation import CHANGES, START, STOP, WATCH, Operation
 from gateway.core.pairs import Hold
-from gateway.core.watching import Observation, Subscription, Watchers
+from gateway.core.watching import Observation, PollSource, Subscription, Watchers
 from gateway.domain import BucketKey, ServerState, Stage, StateUpdate, Target
 from gateway.errors import ErrorKind, GatewayError, UpstreamError
 from gateway.limiting.base import Priority
@@ -382,6 +382,7 @@ class Core:
         *,
         on_budget_wait: Callable[[float], None] | None = None,
         leases: Leases | None = None,
+        watch_source: PollSource | None = None,
     ) -> None:
         self.settings = settings
         #: Decides which replica sends a server's call (one replica: always this one).
@@ -389,7 +390,9 @@ class Core:
         self.caller = caller
         self.upstream = upstream
         self.clock = clock
-        self.watchers = Watchers(caller, upstream, settings.watch, clock)
+        #: One watcher per account here; `watch_source` shares it with other replicas (one
+        #: replica polls for all: gateway.core.shared_watch).
+        self.watchers = Watchers(caller, upstream, settings.watch, clock, source=watch_source)
         #: The open flight of each (operation name, server).
         self._flights: dict[tuple[str, Target], _Flight] = {}
         #: The open flight of each (lease, server), for operations that change a server.

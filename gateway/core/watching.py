@@ -8,6 +8,7 @@ import functools
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 
@@ -61,6 +62,57 @@ class Subscription:
         if self._owner is not None:
             self._owner.unsubscribe(self)
             self._owner = None
+
+
+class PollSource(Protocol):
+    """Where an account's polls come from and where its observations go. Alone, a replica
+    polls for its own callers (`LocalPolls`); replicas sharing one watch per account
+    (gateway.core.shared_watch) let one of them poll for all, and the others hear its
+    observations through `Watchers.deliver`. The watcher's cadence is its own either way."""
+
+    def bind(self, watchers: Watchers) -> None:
+        """The Watchers this source serves (called once, by them)."""
+        ...
+
+    def polls(self, key: BucketKey) -> bool:
+        """Whether this replica polls `key` now; when not, its watcher skips the poll."""
+        ...
+
+    def joined(self, sub: Subscription) -> None:
+        """`sub` began watching its server."""
+        ...
+
+    def left(self, sub: Subscription) -> None:
+        """`sub` stopped watching its server."""
+        ...
+
+    def expected(self, target: Target) -> None:
+        """A change of `target` was requested here (Watchers.expect_change)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class LocalPolls:
+    """One replica: every watcher polls for its own listeners, nothing is shared."""
+
+    def bind(self, watchers: Watchers) -> None:
+        return None
+
+    def polls(self, key: BucketKey) -> bool:
+        return True
+
+    def joined(self, sub: Subscription) -> None:
+        return None
+
+    def left(self, sub: Subscription) -> None:
+        return None
+
+    def expected(self, target: Target) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
 
 
 #: A poll that fails for a passing reason is tried again after at most this long, whatever the
@@ -147,9 +199,10 @@ class _AccountWatcher:
 
     def unsubscribe(self, sub: Subscription) -> None:
         subs = self.listeners.get(sub.target.server_id)
-        if subs is None:
+        if subs is None or sub not in subs:
             return
         subs.discard(sub)
+        self._parent.source.left(sub)
         if not subs:
             server_id = sub.target.server_id
             del self.listeners[server_id]
@@ -202,7 +255,10 @@ class _AccountWatcher:
                     break
                 started = clock.monotonic()
                 self._soon = float("inf")
-                changed, failed = await self._poll()
+                if self._parent.source.polls(self.key):
+                    changed, failed = await self._poll()
+                else:  # another replica polls for this one: its observations come by deliver
+                    changed, failed = False, False
                 ended = clock.monotonic()
                 self._not_before = ended + max(settings.poll_initial, ended - started)
                 if failed:
@@ -369,12 +425,21 @@ class Watchers:
     """The watchers of every (account, region), created on first watch, gone after the last."""
 
     def __init__(
-        self, caller: BudgetedCaller, upstream: Upstream, settings: WatchSettings, clock: Clock
+        self,
+        caller: BudgetedCaller,
+        upstream: Upstream,
+        settings: WatchSettings,
+        clock: Clock,
+        *,
+        source: PollSource | None = None,
     ) -> None:
         self.caller = caller
         self.upstream = upstream
         self.settings = settings
         self.clock = clock
+        #: Where polls come from (this replica, or one replica for all) and observations go.
+        self.source: PollSource = source or LocalPolls()
+        self.source.bind(self)
         self._watchers: dict[BucketKey, _AccountWatcher] = {}
         self._shapes: OrderedDict[BucketKey, _Shape] = OrderedDict()
         self._pending: OrderedDict[Target, float] = OrderedDict()
@@ -383,6 +448,7 @@ class Watchers:
         """AWS accepted a change of `target` (a StopServer): its account's next poll comes
         soon, and the back-off starts again. Call it before (or after) subscribing; with no
         watcher yet, the subscription's own first poll is soon anyway."""
+        self.source.expected(target)
         watcher = self._watchers.get(target.bucket)
         if watcher is not None:
             watcher.expect(target.server_id)
@@ -413,7 +479,26 @@ class Watchers:
         since = self._pending.pop(target, None)
         if since is not None:
             watcher.expect(target.server_id, since)
+        self.source.joined(sub)
         return sub
+
+    def deliver(self, target: Target, item: Observation | GatewayError) -> None:
+        """An observation of `target` made elsewhere (another replica's poll), heard by its
+        listeners here as if this replica had polled; ignored when nobody here watches it."""
+        watcher = self._watchers.get(target.bucket)
+        if watcher is None or target.server_id not in watcher.listeners:
+            return
+        if isinstance(item, GatewayError):
+            watcher._fail(target.server_id, item)
+        else:
+            watcher._observe(target.server_id, item)
+
+    def poll_soon(self, key: BucketKey) -> None:
+        """Bring `key`'s next poll forward to `poll_initial` (this replica has just become
+        the one that polls it, and polls were skipped until now)."""
+        watcher = self._watchers.get(key)
+        if watcher is not None:
+            watcher._bring_forward(self.settings.poll_initial)
 
     def forget(self, watcher: _AccountWatcher) -> None:
         if self._watchers.get(watcher.key) is watcher and not watcher.listeners:
@@ -429,6 +514,7 @@ class Watchers:
         return sum(len(w.listeners) for w in self._watchers.values())
 
     async def close(self) -> None:
+        await self.source.close()
         tasks = [w.task for w in self._watchers.values() if w.task is not None]
         self._watchers.clear()
         for task in tasks:
