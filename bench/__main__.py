@@ -19,6 +19,7 @@ BENCHMARKS = (
     "long_transitions",
     "large_account",
     "jobs_adhoc",
+    "replicas",
 )
 
 

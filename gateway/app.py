@@ -9,7 +9,10 @@ import ctypes.util
 import dataclasses
 import functools
 import gc
+import os
 import signal
+import socket
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Literal
 from urllib.parse import urlsplit
@@ -31,6 +34,8 @@ from gateway.core.jobs import JobManager, JobStore
 from gateway.core.jobstore import RedisJobStore, SqliteJobStore
 from gateway.core.operations import Core
 from gateway.core.pairs import Pairs
+from gateway.core.shared_watch import SharedWatch
+from gateway.core.watch_store import RedisWatchStore
 from gateway.domain import BucketKey
 from gateway.emulator.server import Emulator
 from gateway.errors import ErrorKind, GatewayError
@@ -55,6 +60,7 @@ from gateway.faces.jobs import JobRoutes, OperationsService
 from gateway.faces.sigv4 import Verifier, issued_keys
 from gateway.limiting import Bucket, FallbackBuckets, LocalBuckets, QueuedLimiter, RedisBuckets
 from gateway.limiting.callers import CallerLimits
+from gateway.limiting.census import RedisQueueCensus
 from gateway.limiting.redis import fail_fast_client
 from gateway.observability import MAX_BUCKET_SERIES, BucketSeries, Metrics
 from gateway.startup import StartupError, listening
@@ -103,6 +109,10 @@ class GatewayApp:
         self.redis: redis.asyncio.Redis | None = None
         self.budget_store: FallbackBuckets | None = None
         self.leases: Leases = LocalLeases()
+        #: This process among replicas (logs, metrics, the shared watch's interest and lease).
+        self.replica = replica_id()
+        #: With limiter = "redis" and shared_watch: one poller per account for all replicas.
+        self.shared_watch: SharedWatch | None = None
         self._store_watch: asyncio.Task[None] | None = None
         self._serving_status: int | None = None
         buckets: Bucket = LocalBuckets(self.clock)
@@ -115,6 +125,13 @@ class GatewayApp:
             self.clock,
             max_queue=budget.max_queue,
             poll_share=budget.poll_share,
+            # Replicas sharing the bucket: the up-front wait estimate counts their queues too.
+            census=None
+            if self.redis is None
+            else RedisQueueCensus(
+                self.redis, prefix=settings.redis_prefix, replica=self.replica, clock=self.clock
+            ),
+            one_poller=self.shared_watch is not None,
         )
         #: Every (account, region) the gateway holds state for: bounded, idle ones released.
         self.pairs = Pairs(core_settings.pairs, self.clock, after_release=give_memory_back)
@@ -198,6 +215,7 @@ class GatewayApp:
             self.clock,
             on_budget_wait=self.metrics.budget_wait.observe,
             leases=self.leases,
+            watch_source=self.shared_watch,
         )
         self.jobs = JobManager(
             self.core,
@@ -251,6 +269,8 @@ class GatewayApp:
             burst=s.core.budget.burst,
             limiter=s.limiter,
             redis_outage=s.redis_outage if s.limiter == "redis" else None,
+            shared_watch=self.shared_watch is not None,
+            replica=self.replica,
         )
 
     def _job_store(self) -> JobStore:
@@ -272,6 +292,15 @@ class GatewayApp:
         self.leases = RedisLeases(
             self.redis, prefix=s.redis_prefix, lease_seconds=s.stop_lease_seconds
         )
+        if s.shared_watch:
+            self.shared_watch = SharedWatch(
+                RedisWatchStore(self.redis, prefix=s.redis_prefix),
+                self.replica,
+                self.clock,
+                lease_seconds=s.watch_lease_seconds,
+                on_received=self.metrics.watch_observations_received.inc,
+                on_takeover=lambda _key: self.metrics.watch_lease_takeovers.inc(),
+            )
         self.budget_store = FallbackBuckets(
             RedisBuckets(self.redis, prefix=s.redis_prefix),
             LocalBuckets(self.clock),
@@ -467,6 +496,12 @@ class GatewayApp:
             self.metrics.http_connections.set(self.http_connections.open)
         if self.core is not None:
             self.metrics.set_watching(self.core.watchers.active, self.core.watchers.watched_servers)
+        if self.shared_watch is not None:
+            roles = sorted(self.shared_watch.roles().items(), key=lambda item: str(item[0]))
+            self.metrics.set_watch_roles(
+                self.replica,
+                {(k.account_id, k.region): role for k, role in roles[:MAX_BUCKET_SERIES]},
+            )
 
     def bucket_keys(self) -> list[BucketKey]:
         return self.limiter.keys()
@@ -553,6 +588,13 @@ def _malloc_trim() -> Callable[[int], int] | None:
     except (OSError, AttributeError, TypeError):
         return None
     return trim
+
+
+def replica_id() -> str:
+    """This process's name among replicas: host and pid (what an operator looks for), and a
+    random tail so that a restarted container with the same host name and pid 1 is never
+    taken for its predecessor."""
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}".replace(" ", "_")
 
 
 def _core_settings(s: Settings) -> CoreSettings:

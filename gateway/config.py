@@ -693,6 +693,12 @@ class Settings:
     redis_probe_seconds: float = 1.0
     #: The lease a replica takes on a server's stop; it outlives a replica that dies holding it.
     stop_lease_seconds: float = 60.0
+    #: With limiter = "redis": one replica polls each account for all (the others hear its
+    #: observations through Redis). false: every replica polls for its own callers.
+    shared_watch: bool = True
+    #: The lease of an account's poller: renewed five times per lease; when the poller dies
+    #: another replica polls within this. A dead replica's interest in servers ends after it.
+    watch_lease_seconds: float = 5.0
 
     def __post_init__(self) -> None:
         _check(self, "upstream", self.upstream in ("emulator", "aws"), "must be emulator or aws")
@@ -724,6 +730,7 @@ class Settings:
             self.jobs.store != "redis" or self.limiter == "redis",
             'jobs.store = "redis" needs limiter = "redis" (the Redis shared by the replicas)',
         )
+        _check(self, "watch_lease_seconds", self.watch_lease_seconds > 0, "must be > 0")
         _check(self, "grpc_port", 0 <= self.grpc_port <= 65535, "must be a TCP port")
         _check(self, "http_port", 0 <= self.http_port <= 65535, "must be a TCP port")
         _check(

@@ -274,6 +274,25 @@ class Metrics:
             registry=r,
         )
 
+        self.watch_role = Gauge(
+            "transfer_gateway_watch_role",
+            "What this replica does for an account's shared watch (limiter = redis), one-hot"
+            " by role: holder (polls it for every replica), follower (hears the holder),"
+            " alone (Redis unreachable: polls for its own callers), pending (first contact).",
+            ["account", "region", "replica", "role"],
+            registry=r,
+        )
+        self.watch_observations_received = Counter(
+            "transfer_gateway_watch_observations_received",
+            "Server states this replica heard from the replica polling their account.",
+            registry=r,
+        )
+        self.watch_lease_takeovers = Counter(
+            "transfer_gateway_watch_lease_takeovers",
+            "Times this replica took an account's watch lease over from another replica (the"
+            " holder died, lost it or drained).",
+            registry=r,
+        )
         self.http_connections = Gauge(
             "transfer_gateway_http_connections",
             "HTTP connections open now (capped by http_max_connections).",
@@ -368,6 +387,25 @@ class Metrics:
         for gauge in (self.tokens, self.rate_factor, self.ceiling):
             with contextlib.suppress(KeyError):  # never shown
                 gauge.remove(account, region)
+
+    def set_watch_roles(self, replica: str, roles: dict[tuple[str, str], str]) -> None:
+        """This replica's role per (account, region) of the shared watch; accounts no longer
+        shared are taken out."""
+        from_before = {
+            tuple(labels)
+            for metric in self.watch_role.collect()
+            for sample in metric.samples
+            if (labels := (sample.labels["account"], sample.labels["region"]))
+        }
+        for account, region in from_before - set(roles):
+            for role in ("pending", "holder", "follower", "alone"):
+                with contextlib.suppress(KeyError):
+                    self.watch_role.remove(account, region, replica, role)
+        for (account, region), now in roles.items():
+            for role in ("pending", "holder", "follower", "alone"):
+                self.watch_role.labels(account, region, replica, role).set(
+                    1.0 if role == now else 0.0
+                )
 
     def set_watching(self, active_watchers: int, watched_servers: int) -> None:
         self.active_watchers.set(active_watchers)

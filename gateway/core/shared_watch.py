@@ -331,13 +331,15 @@ class SharedWatch:
         """Drain: give every lease and all interest back (bounded), stop every task."""
         self._closing = True
         accounts = list(self._accounts.values())
+        tasks = [a.task for a in accounts if a.task is not None]
         for account in accounts:
-            if account.task is not None:
-                account.task.cancel()
-        for account in accounts:
-            if account.task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await account.task
+            account.wake.set()  # a task whose cancel got lost ends on the flag
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await asyncio.gather(*(self._give_back(a) for a in accounts))
@@ -360,8 +362,10 @@ class SharedWatch:
 
     async def _run(self, account: _Account) -> None:
         try:
-            while True:
+            while not self._closing:
                 await self._wait(account)
+                if self._closing:
+                    break
                 try:
                     await self._step(account)
                 except StoreUnavailable as exc:
@@ -450,7 +454,10 @@ class SharedWatch:
             self._sync_proxies(account, tick.union)
             return
         if was == "holder":
-            log.warning("shared_watch.lease_lost", account=key.account_id, region=key.region)
+            if tick.other_holder:  # another replica took it: this one's loop stalled too long
+                log.warning("shared_watch.lease_lost", account=key.account_id, region=key.region)
+            else:  # every replica's interest ended: the store released it
+                log.info("shared_watch.released", account=key.account_id, region=key.region)
             self._drop_proxies(account)
         account.role = "follower"
         if was == "alone":

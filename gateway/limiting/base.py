@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -125,6 +125,27 @@ class Bucket(Protocol):
         """Drop the bucket's state held in this process if it no longer matters (no tokens
         owed, no pause): True when dropped or there was none. Forgetting a full bucket changes
         nothing a caller sees; its throttle factor is forgotten, as Redis's idle TTL does."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+#: This replica's callers waiting per bucket now (what QueuedLimiter tells a census).
+Waiting = Callable[[], Mapping[BucketKey, int]]
+
+
+class QueueCensus(Protocol):
+    """How many callers wait for each bucket on the other replicas, so that the up-front
+    "this wait cannot fit your deadline" estimate counts every replica's queue, not only this
+    one's. One replica alone needs none (QueuedLimiter without a census counts its own)."""
+
+    def bind(self, waiting: Waiting) -> None:
+        """Where this replica's own counts come from (the limiter, once)."""
+        ...
+
+    def others(self, key: BucketKey) -> Sequence[int]:
+        """The other replicas' waiting callers for `key`, one count per replica, as last
+        heard (at most a refresh interval old; empty when unknown). Never blocks."""
         ...
 
     async def close(self) -> None: ...

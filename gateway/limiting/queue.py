@@ -12,7 +12,7 @@ import structlog
 from gateway.clock import Clock
 from gateway.domain import BucketKey
 from gateway.errors import BudgetExhausted
-from gateway.limiting.base import Bucket, BucketStatus, Priority, RateFor
+from gateway.limiting.base import Bucket, BucketStatus, Priority, QueueCensus, RateFor
 
 log = structlog.get_logger(__name__)
 
@@ -41,12 +41,17 @@ class _Queue:
             waiting.popleft()  # cancelled: the dispatcher skips it
         return waiting[0] if waiting else None
 
-    def pop_next(self, poll_share: float) -> asyncio.Future[None] | None:
+    def pop_next(self, poll_share: float, replicas: int = 1) -> asyncio.Future[None] | None:
         """The waiter the next token goes to. A poll goes first while polls have credit; then
         changes (stops) go, each earning polls `poll_share / (1 - poll_share)` of a poll, so
         while changes are queued polls get at most `poll_share` of the tokens (they never starve
         changes) and a poll waits at most about `1 / poll_share` tokens (changes never starve
-        polls for long). With no change waiting a poll needs no credit: nobody to starve."""
+        polls for long). With no change waiting a poll needs no credit: nobody to starve.
+
+        `replicas` is how many replicas (this one included) have changes waiting for the same
+        shared bucket: their dispatchers take its tokens in turn, while one replica polls the
+        account for all (gateway/core/shared_watch.py), so each token here stands for that
+        many of the account's, and polls earn their share of all of them."""
         poll, stop = self._first(Priority.POLL), self._first(Priority.CHANGE)
         # A fleet job's calls are changes too, but go only when no interactive change waits.
         change = Priority.CHANGE
@@ -57,7 +62,7 @@ class _Queue:
                 self.poll_credit -= 1.0
             return self.waiters[Priority.POLL].popleft()
         if stop is not None:
-            earned = poll_share / (1.0 - poll_share) if poll_share < 1.0 else 1.0
+            earned = replicas * poll_share / (1.0 - poll_share) if poll_share < 1.0 else 1.0
             self.poll_credit = min(1.0, self.poll_credit + earned)
             return self.waiters[change].popleft()
         return None
@@ -79,7 +84,10 @@ class QueuedLimiter:
     Each bucket has its own queue and dispatcher, so a busy account never delays another. A
     dispatcher exists only while its queue has waiters, so an idle gateway holds no tasks. The
     deadline check is made up front from the queue length, so a wait that cannot fit is refused
-    at once instead of after a futile wait."""
+    at once instead of after a futile wait; with a `census` (replicas sharing the bucket) the
+    estimate counts the callers waiting on the other replicas too (see `_estimate`), and with
+    `one_poller` (one replica polls each account for all) the polls' share counts the tokens
+    of the other replicas' changes too (see `_Queue.pop_next`)."""
 
     def __init__(
         self,
@@ -89,6 +97,8 @@ class QueuedLimiter:
         *,
         max_queue: int,
         poll_share: float = 0.05,
+        census: QueueCensus | None = None,
+        one_poller: bool = False,
     ) -> None:
         if not 0.0 < poll_share <= 1.0:
             raise ValueError(f"poll_share must be within (0, 1], not {poll_share}")
@@ -100,6 +110,12 @@ class QueuedLimiter:
         self._queues: dict[BucketKey, _Queue] = {}
         #: Buckets used and not released, least recently used first (dicts keep order).
         self._seen: dict[BucketKey, None] = {}
+        self._census = census
+        #: Polls here serve every replica sharing the buckets (one poller per account): their
+        #: share counts the tokens the other replicas' dispatchers take too.
+        self._one_poller = one_poller
+        if census is not None:
+            census.bind(self.waiting_by_key)
 
     async def acquire(
         self,
@@ -131,7 +147,7 @@ class QueuedLimiter:
             queue = self._queues.setdefault(key, _Queue())
             queue.next_token_at = start + first_wait
         ahead = queue.ahead_of(priority)
-        estimate = max(0.0, queue.next_token_at - start) + ahead / rate
+        estimate = max(0.0, queue.next_token_at - start) + self._estimate(key, ahead) / rate
         meta = {"account_id": key.account_id, "region": key.region}
         if queue.live() >= self._max_queue:
             raise BudgetExhausted(
@@ -157,9 +173,30 @@ class QueuedLimiter:
         await fut  # a cancelled waiter's future is cancelled too; the dispatcher skips it
         return self._clock.monotonic() - start
 
+    def _estimate(self, key: BucketKey, ahead: int) -> float:
+        """Tokens handed out before this caller's: the `ahead` waiting here, and on every
+        other replica (census) as many as it has waiting, up to one per token of this one's:
+        each replica's dispatcher takes tokens from the shared bucket in turn, so the
+        caller's turn comes after about `ahead + 1` rounds, and a replica with fewer waiting
+        drops out of the rounds when its queue is empty."""
+        if self._census is None:
+            return float(ahead)
+        turn = ahead + 1
+        return float(ahead + sum(min(n, turn) for n in self._census.others(key)))
+
+    def _busy_replicas(self, key: BucketKey) -> int:
+        """This replica and the others (census) with callers waiting for `key`'s bucket."""
+        if self._census is None or not self._one_poller:
+            return 1
+        return 1 + sum(1 for n in self._census.others(key) if n > 0)
+
     def waiting(self) -> int:
         """Callers queued for budget, across all buckets."""
         return sum(queue.live() for queue in self._queues.values())
+
+    def waiting_by_key(self) -> dict[BucketKey, int]:
+        """Callers queued for budget, per bucket (what the census tells other replicas)."""
+        return {key: queue.live() for key, queue in self._queues.items()}
 
     async def _dispatch(self, key: BucketKey, queue: _Queue) -> None:
         try:
@@ -170,7 +207,7 @@ class QueuedLimiter:
                     queue.next_token_at = self._clock.monotonic() + wait
                     await self._clock.sleep(wait)
                     continue
-                fut = queue.pop_next(self._poll_share)
+                fut = queue.pop_next(self._poll_share, self._busy_replicas(key))
                 if fut is not None:
                     fut.set_result(None)
                 # else: the last waiter left after the token was taken; one token is lost,
@@ -231,4 +268,6 @@ class QueuedLimiter:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._census is not None:
+            await self._census.close()
         await self._bucket.close()

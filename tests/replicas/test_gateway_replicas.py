@@ -11,6 +11,8 @@ import grpc
 import pytest
 import redis.asyncio
 
+from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
+from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from gateway.app import GatewayApp
 from gateway.core.coordination import RedisLeases
 from gateway.domain import BucketKey, Target
@@ -137,3 +139,78 @@ class TestSharedThrottleFeedback:
         assert emulator.throttled("StopServer") >= 1
         status = await b.limiter.status(BucketKey(ACCOUNT, "us-east-1"))
         assert status.rate_factor < 1.0
+
+
+def _polls(app: GatewayApp) -> int:
+    """DescribeServer and ListServers attempts this replica made."""
+    return int(
+        sum(
+            sample.value
+            for metric in app.metrics.upstream_calls.collect()
+            for sample in metric.samples
+            if sample.name.endswith("_total")
+            and sample.labels["operation"] in ("DescribeServer", "ListServers")
+        )
+    )
+
+
+def _role(app: GatewayApp) -> str:
+    """The role /metrics shows for the default account ("" when none is set)."""
+    for metric in app.metrics.watch_role.collect():
+        for sample in metric.samples:
+            if sample.labels["account"] == ACCOUNT and sample.value == 1.0:
+                return sample.labels["role"]
+    return ""
+
+
+class TestSharedWatch:
+    """One replica polls an account for all of them; the others hear its observations."""
+
+    async def test_one_replica_polls_for_three(
+        self, emulator: Emulator, replicas: Replicas
+    ) -> None:
+        """12 servers stopped round robin through three replicas: every caller ends OK at
+        OFFLINE, one replica made every poll, the two others heard states from it; with a
+        watch open afterwards, /metrics names one holder."""
+        apps = await replicas(3)
+        idle, *servers = emulator.create_servers(13)
+        results = await asyncio.gather(
+            *(stop_via(apps[i % 3], server_id) for i, server_id in enumerate(servers))
+        )
+        polled = [app for app in apps if _polls(app)]
+        # A watch of a server that stays ONLINE keeps the account's interest (and its holder)
+        # alive while the metrics are read.
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{apps[2].grpc_port}") as channel:
+            watch = pb_grpc.TransferGatewayStub(channel).WatchServer(
+                pb.WatchServerRequest(server_id=idle), timeout=10
+            )
+            await watch.read()
+
+            async def one_holder() -> bool:
+                for app in apps:
+                    await app.refresh_metrics()
+                return [_role(app) for app in apps].count("holder") == 1
+
+            await eventually(one_holder)
+            roles = [_role(app) for app in apps]
+            watch.cancel()
+        for updates, error in results:
+            assert error is None
+            assert states(updates)[-1] == "OFFLINE"
+        assert len(polled) == 1
+        (holder,) = polled
+        assert roles.count("holder") == 1
+        others = [app for app in apps if app is not holder]
+        assert all(app.metrics.watch_observations_received._value.get() >= 4 for app in others)
+
+    async def test_unshared_replicas_each_poll(
+        self, emulator: Emulator, replicas: Replicas
+    ) -> None:
+        """With shared_watch = false every replica polls for its own callers (the control)."""
+        apps = await replicas(3, shared_watch=False)
+        servers = emulator.create_servers(6)
+        results = await asyncio.gather(
+            *(stop_via(apps[i % 3], server_id) for i, server_id in enumerate(servers))
+        )
+        assert [error for _, error in results] == [None] * 6
+        assert all(_polls(app) > 0 for app in apps)

@@ -57,6 +57,7 @@ class TestValidation:
             ("expected_replicas", 0),
             ("redis_probe_seconds", 0.0),
             ("stop_lease_seconds", -1.0),
+            ("watch_lease_seconds", 0.0),
         ],
     )
     def test_refused(self, key: str, value: object) -> None:
