@@ -16,7 +16,7 @@ from gateway.limiting.census import RedisQueueCensus
 from gateway.limiting.local import LocalBuckets
 from gateway.limiting.queue import QueuedLimiter
 from gateway.limiting.redis import fail_fast_client
-from tests.limiting.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 KEY = BucketKey("123456789012", "us-east-1")
 

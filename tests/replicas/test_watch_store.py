@@ -13,8 +13,8 @@ from gateway.core.shared_watch import Message, Seen, StoreUnavailable, Tick
 from gateway.core.watch_store import RedisWatchStore, decode, encode
 from gateway.domain import BucketKey, ServerState
 from gateway.limiting.redis import RedisBuckets, fail_fast_client
-from tests.limiting.redis_server import RedisServer
-from tests.replicas.support import eventually
+from tests.support.redis_server import RedisServer
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.redis
 
