@@ -15,8 +15,14 @@ LONGRUNNING_INCLUDE = mkdir -p $(LONGRUNNING_DIR)/google/longrunning && \
 		$(LONGRUNNING_DIR)/google/longrunning/operations.proto
 # buf (the protobuf linter) from npm, pinned by tools/buf/package-lock.json.
 BUF := tools/buf/node_modules/.bin/buf
+# uPlot (the charts of /ui and of the bench HTML report) from npm, pinned by
+# tools/uplot/package-lock.json and vendored into the package as static files with its licence.
+UPLOT_PKG := tools/uplot/node_modules/uplot
+UPLOT_VENDOR := gateway/faces/static/vendor/uplot
+UPLOT_FILES := dist/uPlot.iife.min.js dist/uPlot.min.css LICENSE
 
-.PHONY: setup run test lint lint-proto lint-container typecheck proto proto-check floors bench clean
+.PHONY: setup run test lint lint-proto lint-container typecheck proto proto-check floors bench clean \
+	vendor-uplot vendor-check screenshot
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +70,22 @@ proto-check: setup
 $(BUF): tools/buf/package.json tools/buf/package-lock.json
 	npm ci --prefix tools/buf --no-audit --no-fund --silent
 	touch $@
+
+$(UPLOT_PKG)/package.json: tools/uplot/package.json tools/uplot/package-lock.json
+	npm ci --prefix tools/uplot --no-audit --no-fund --silent
+	touch $@
+
+# Copies the pinned uPlot's browser build, stylesheet and licence into the package.
+vendor-uplot: $(UPLOT_PKG)/package.json
+	mkdir -p $(UPLOT_VENDOR)
+	for f in $(UPLOT_FILES); do cp $(UPLOT_PKG)/$$f $(UPLOT_VENDOR)/$$(basename $$f); done
+
+# Fails when the committed vendored copies differ from the pinned package (or one is missing).
+vendor-check: $(UPLOT_PKG)/package.json
+	@rc=0; for f in $(UPLOT_FILES); do \
+		if ! cmp -s $(UPLOT_PKG)/$$f $(UPLOT_VENDOR)/$$(basename $$f); then \
+			echo "$(UPLOT_VENDOR)/$$(basename $$f) differs from the pinned uplot: run 'make vendor-uplot' and commit"; \
+			rc=1; fi; done; exit $$rc
 
 # buf lint (STANDARD rules, exceptions with their reasons in protos/buf.yaml). buf reads an image
 # that protoc builds, since its own way to find google/api (the Buf Schema Registry) is not

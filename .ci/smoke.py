@@ -60,6 +60,16 @@ def check_imports() -> None:
             importlib.import_module(module.name)
 
 
+def check_static_files() -> None:
+    """The package data ships: the vendored uPlot (browser build, stylesheet, licence)."""
+    from gateway.faces import assets
+
+    js, css = assets.uplot()
+    assert js.startswith("/*! https://github.com/leeoniya/uPlot (v1."), js[:60]
+    assert ".uplot" in css, css[:60]
+    assert "MIT License" in assets.static_text(assets.UPLOT_LICENSE)
+
+
 async def _grpc_stop(app: GatewayApp, server_id: str) -> list[pb.ServerStateUpdate]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
         call = pb_grpc.TransferGatewayStub(channel).StopServer(
@@ -194,7 +204,11 @@ async def main() -> int:
     async def imports() -> None:
         check_imports()
 
+    async def static_files() -> None:
+        check_static_files()
+
     await run("imports", imports)
+    await run("static files", static_files)
     app = GatewayApp(_settings())
     await app.start()
     try:
