@@ -26,6 +26,9 @@ PERCENTILES: tuple[float, ...] = (10, 25, 50, 75, 90, 95, 99, 99.9)
 _NS = 1_000_000_000
 #: The states a pool server may be restarted from between rounds.
 _RESTARTABLE = ("OFFLINE", "STOP_FAILED", "START_FAILED")
+#: Seconds between two readings of the emulator's counters during a run (the calls per
+#: second by operation over the run are drawn from them).
+SAMPLE_EVERY = 0.5
 
 
 @dataclass(frozen=True)
@@ -242,7 +245,8 @@ class RemoteFleet:
 
 @dataclass(slots=True)
 class CallResult:
-    """What one StopServer stream did, in seconds from its start."""
+    """What one StopServer stream did: `started` in seconds from the run's start (the
+    caller's round sets it), the rest in seconds from the call's own start."""
 
     account: str
     started: float
@@ -315,12 +319,14 @@ class LoadRun:
         *,
         progress: Progress | None = None,
         progress_every: float = 1.0,
+        sample_every: float | None = SAMPLE_EVERY,
     ) -> None:
         self._stubs = [pb_grpc.TransferGatewayStub(c) for c in channels]
         self._fleet = fleet
         self._o = options
         self._progress = progress
         self._progress_every = progress_every
+        self._sample_every = sample_every
         self._pool: dict[str, list[str]] = {}
         self._tally = _Tally()
         self.results: list[CallResult] = []
@@ -329,7 +335,17 @@ class LoadRun:
         self.end_reason = ""
         #: Emulator counters run up by restarting the pool, left out of the report.
         self.excluded: dict[str, dict[str, int]] = {}
+        #: The emulator's counters (less `excluded`) read every `sample_every` seconds:
+        #: `{"t": seconds since the run's start, **upstream_summary}`, cumulative.
+        self.samples: list[dict[str, Any]] = []
+        #: When the pool was restarted between rounds: [from, to] seconds since the start.
+        self.restarts: list[list[float]] = []
+        #: Bumped as each restart begins and ends: a reading that spans one is dropped, as
+        #: it may count the restart's calls without subtracting them.
+        self._restart_epoch = 0
         self._t0 = time.perf_counter()
+        #: Wall-clock time of the run's start, for ghz's per-call timestamps.
+        self.started_at = dt.datetime.now(dt.UTC)
 
     async def prepare(self) -> None:
         """Make the pool (and the warm-up's servers), run the warm-up, zero the counters."""
@@ -358,7 +374,9 @@ class LoadRun:
         round_size = o.pool_size * len(accounts)
         issued = 0
         self._t0 = time.perf_counter()
+        self.started_at = dt.datetime.now(dt.UTC)
         reporter = asyncio.create_task(self._report_progress()) if self._progress else None
+        sampler = asyncio.create_task(self._sample()) if self._sample_every else None
         try:
             while True:
                 remaining = None if o.total is None or o.duration else o.total - issued
@@ -383,6 +401,10 @@ class LoadRun:
                 issued += await self._round(jobs, budget)
                 self.active_seconds += time.perf_counter() - started
         finally:
+            if sampler is not None:
+                sampler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sampler
             if reporter is not None:
                 reporter.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -390,10 +412,45 @@ class LoadRun:
                 self._emit(final=True)
         return self.results
 
+    def elapsed(self) -> float:
+        """Seconds since the run started (restarts between rounds included)."""
+        return time.perf_counter() - self._t0
+
+    def add_sample(self, stats: dict[str, Any], at: float | None = None) -> None:
+        """Record one reading of the emulator's counters, less what restarts ran up."""
+        t = self.elapsed() if at is None else at
+        self.samples.append({"t": round(t, 6), **upstream_summary(stats, self.excluded)})
+
+    def add_last_sample(self, stats: dict[str, Any]) -> None:
+        """The reading taken after the run: it replaces a periodic one taken just before, as
+        a rate over a sliver of an interval would show a spike that never happened."""
+        t = self.elapsed()
+        if (
+            self._sample_every is not None
+            and len(self.samples) > 1
+            and t - self.samples[-1]["t"] < self._sample_every / 2
+        ):
+            self.samples.pop()
+        self.add_sample(stats, at=t)
+
+    async def _sample(self) -> None:
+        assert self._sample_every is not None
+        self.add_sample({}, at=0.0)  # prepare() zeroed the counters just before the run
+        while True:
+            await asyncio.sleep(self._sample_every)
+            epoch = self._restart_epoch
+            if epoch % 2:  # a restart is running: its calls are not subtracted yet
+                continue
+            stats = await self._fleet.stats()
+            if epoch == self._restart_epoch:
+                self.add_sample(stats)
+
     async def _restart_pool(self) -> None:
         """Start the pool's servers again. A remote fleet does it through the emulator's API,
         so what the emulator counts meanwhile is the load generator's, not the gateway's."""
         o = self._o
+        self._restart_epoch += 1
+        began = self.elapsed()
         before = await self._fleet.stats()
         await asyncio.gather(*(self._fleet.restart(a, o.region, self._pool[a]) for a in self._pool))
         after = await self._fleet.stats()
@@ -402,6 +459,8 @@ class LoadRun:
             mine = self.excluded.setdefault(key, {"calls": 0, "throttled": 0, "faults": 0})
             for name in mine:
                 mine[name] += int(counters.get(name, 0)) - int(old.get(name, 0))
+        self._restart_epoch += 1
+        self.restarts.append([round(began, 6), round(self.elapsed(), 6)])
 
     async def _round(self, jobs: list[tuple[str, str]], budget: float | None) -> int:
         """Run one round's jobs (closed or open loop); stop issuing once `budget` seconds pass.
@@ -417,7 +476,7 @@ class LoadRun:
                 result = await stop_once(stub, server_id, account, o.region, o.timeout, at)
             finally:
                 self._tally.in_flight -= 1
-            result.started -= began
+            result.started -= self._t0
             self.results.append(result)
             self._tally.done += 1
             self._tally.errors += result.code != "OK"
@@ -536,6 +595,30 @@ def upstream_summary(
     }
 
 
+def _ns_or_none(seconds: float | None) -> int | None:
+    return None if seconds is None else _ns(seconds)
+
+
+def details(results: Sequence[CallResult], started_at: dt.datetime) -> list[dict[str, Any]]:
+    """ghz's per-call `details` (timestamp, latency, error, status), plus when the call began
+    (`start`, nanoseconds from the run's start), its account and the stream's own times."""
+    return [
+        {
+            "timestamp": (started_at + dt.timedelta(seconds=r.started)).isoformat(),
+            "latency": _ns(r.latency),
+            "error": r.error,
+            "status": r.code,
+            "start": _ns(r.started),
+            "account": r.account,
+            "timeToFirstUpdate": _ns_or_none(r.first_update),
+            "timeToTerminal": _ns_or_none(r.terminal),
+            "budgetWait": _ns_or_none(r.budget_wait),
+            "updates": r.updates,
+        }
+        for r in sorted(results, key=lambda r: r.started)
+    ]
+
+
 def build_report(
     results: Sequence[CallResult],
     *,
@@ -544,8 +627,14 @@ def build_report(
     options: LoadOptions,
     end_reason: str = "normal",
     rounds: int = 1,
+    samples: Sequence[dict[str, Any]] = (),
+    restarts: Sequence[Sequence[float]] = (),
+    started_at: dt.datetime | None = None,
 ) -> dict[str, Any]:
-    """ghz's JSON report (field names and nanosecond durations), plus the gateway's figures."""
+    """ghz's JSON report (field names and nanosecond durations, per-call `details`), plus the
+    gateway's figures, `upstreamTimeline` (the emulator's cumulative counters read during the
+    run: `samples`, `t` in seconds from its start) and `restarts` between rounds ([from, to]
+    in the same seconds)."""
     latencies = sorted(r.latency for r in results)
     ok = [r for r in results if r.code == "OK"]
     report: dict[str, Any] = {
@@ -587,6 +676,9 @@ def build_report(
             }
             for account in sorted({r.account for r in results})
         },
+        "upstreamTimeline": list(samples),
+        "restarts": [list(r) for r in restarts],
+        "details": details(results, started_at or dt.datetime.now(dt.UTC)),
     }
     return report
 
@@ -649,15 +741,18 @@ async def run_load(
     options: LoadOptions,
     *,
     progress: Progress | None = None,
+    sample_every: float | None = SAMPLE_EVERY,
 ) -> dict[str, Any]:
-    """Offer the load to the gateway at `target` and return the report."""
+    """Offer the load to the gateway at `target` and return the report; the emulator's
+    counters are read every `sample_every` seconds meanwhile (None: only at the end)."""
     channels = [channel_for(target, i) for i in range(options.connections)]
     try:
         await asyncio.gather(*(c.channel_ready() for c in channels))
-        run = LoadRun(channels, fleet, options, progress=progress)
+        run = LoadRun(channels, fleet, options, progress=progress, sample_every=sample_every)
         await run.prepare()
         results = await run.run()
         stats = await fleet.stats()
+        run.add_last_sample(stats)  # the last reading is the report's upstream totals
     finally:
         await asyncio.gather(*(c.close(None) for c in channels))
     return build_report(
@@ -667,6 +762,9 @@ async def run_load(
         options=options,
         end_reason=run.end_reason,
         rounds=run.rounds,
+        samples=run.samples,
+        restarts=run.restarts,
+        started_at=run.started_at,
     )
 
 
@@ -748,8 +846,10 @@ def add_parser(sub: Any) -> None:
         help="load-test StopServer (an in-process gateway by default) and report like ghz",
         description="Offer StopServer load to a gateway and report latencies, time to first"
         " update, time to terminal state, budget wait and the upstream calls, throttles and"
-        " faults the emulator counted. Without --target it starts a gateway with its embedded"
-        " emulator in this process.",
+        " faults the emulator counted (read every half second, so --json and --html show them"
+        " over the run). Without --target it starts a gateway with its embedded emulator in this"
+        " process. --html writes one file with the charts and everything they need inline: open"
+        " it in any browser, no network or server needed.",
     )
     add = bench.add_argument
     add("--target", help="host:port of a running gateway (default: start one in-process)")
@@ -768,6 +868,12 @@ def add_parser(sub: Any) -> None:
     add("--connections", type=int, default=1, help="gRPC connections (default: 1)")
     add("--region", default=DEFAULT_REGION, help="region (default: %(default)s)")
     add("--json", dest="json_path", help="write ghz-style JSON here")
+    add(
+        "--html",
+        dest="html_path",
+        help="write a self-contained HTML report here: the summary, a latency histogram, time"
+        " to first update and to terminal state (CDF), upstream calls/s by operation over time",
+    )
     budget = BudgetSettings()
     add("--budget-rate", type=float, default=budget.rate, help="in-process gateway's budget/s")
     add("--budget-burst", type=int, default=budget.burst, help="in-process gateway's burst")
@@ -824,4 +930,8 @@ async def main(args: Any) -> int:
     print(summary(report), flush=True)
     if args.json_path:
         write_json(report, args.json_path)
+    if args.html_path:
+        from gateway.tools.report_html import write_html
+
+        write_html(report, args.html_path)
     return 0 if set(report["statusCodeDistribution"]) <= {"OK"} else 1
