@@ -61,13 +61,20 @@ def check_imports() -> None:
 
 
 def check_static_files() -> None:
-    """The package data ships: the vendored uPlot (browser build, stylesheet, licence)."""
+    """The package data ships: the vendored uPlot (browser build, stylesheet, licence), and
+    the bench --html page renders with its own script and stylesheet inline."""
     from gateway.faces import assets
+    from gateway.tools import bench, report_html
 
     js, css = assets.uplot()
     assert js.startswith("/*! https://github.com/leeoniya/uPlot (v1."), js[:60]
     assert ".uplot" in css, css[:60]
     assert "MIT License" in assets.static_text(assets.UPLOT_LICENSE)
+    empty = {"calls": {}, "totalCalls": 0, "throttled": 0, "faults": 0}
+    report = bench.build_report([], total_seconds=1.0, upstream=empty, options=bench.LoadOptions())
+    page = report_html.render(report)
+    assert js in page, "uPlot is not inline"
+    assert "function latencyChart" in page, "the page's own script is missing"
 
 
 async def _grpc_stop(app: GatewayApp, server_id: str) -> list[pb.ServerStateUpdate]:
