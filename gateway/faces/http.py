@@ -30,6 +30,8 @@ from gateway.faces.connections import raw_response
 from gateway.faces.messages import error_to_status, update_to_proto
 from gateway.faces.request_ids import echo as echo_request_id
 from gateway.faces.request_ids import of_request as request_id_of
+from gateway.faces.sse import LAST_EVENT_ID, EventIds, ResumeFrom, parse_last_event_id, retry_frame
+from gateway.faces.sse import frame as sse_frame
 from gateway.limiting.callers import CallerLimits
 from gateway.observability import Metrics
 
@@ -124,6 +126,14 @@ class HttpApi:
         return ask
 
     async def watch(self, request: web.Request) -> web.StreamResponse:
+        # A reconnecting EventSource names the last event it had (gateway.faces.sse). Only a
+        # watch resumes: EventSource never POSTs, and a POST asked again is a new ask.
+        resume = _last_event_id(request)
+        if isinstance(resume, ResumeFrom) and resume.ended:
+            # The client had the stream's end: 204 tells EventSource to stop reconnecting.
+            return web.Response(status=204, headers={"Cache-Control": "no-cache"})
+        violations = (resume,) if isinstance(resume, FieldViolation) else ()
+
         async def ask() -> Ask:
             # Unknown query parameters are ignored: browsers and EventSource polyfills add
             # cache busters, and a watch changes nothing.
@@ -132,14 +142,23 @@ class HttpApi:
                 request.match_info["serverId"],
                 query.get("accountId", ""),
                 query.get("region", ""),
+                violations=violations,
             )
 
-        return await self._serve(request, WATCH, ask)
+        return await self._serve(
+            request, WATCH, ask, resume=resume if isinstance(resume, ResumeFrom) else None
+        )
 
     async def _serve(
-        self, request: web.Request, operation: Operation, ask: Callable[[], Awaitable[Ask]]
+        self,
+        request: web.Request,
+        operation: Operation,
+        ask: Callable[[], Awaitable[Ask]],
+        *,
+        resume: ResumeFrom | None = None,
     ) -> web.StreamResponse:
         sse = _wants_sse(request)
+        ids = EventIds(request.match_info["serverId"], resume) if sse else None
         clock = self._core.clock
         async with self._calls.open(
             operation.name,
@@ -170,18 +189,22 @@ class HttpApi:
             try:
                 await response.prepare(request)
                 if sse:
+                    await response.write(retry_frame())
                     heartbeat = asyncio.create_task(self._heartbeat(response, clock))
                 # None only if the core ended without an update; it always sends one first.
                 if first is not None:
-                    await _send(response, sse, "result", _update_json(first))
+                    # A resumed watch whose client has this state already sends only news.
+                    if ids is None or not ids.seen(first):
+                        await _send_update(response, ids, first)
                     async for update in updates:
-                        await _send(response, sse, "result", _update_json(update))
+                        await _send_update(response, ids, update)
             except Exception as exc:
                 error = call.failed(exc)  # a reset connection is re-raised: nobody to tell
                 if not response.prepared:
                     return error_response(error)
                 # After the status line, an error is the stream's last line.
-                await _send(response, sse, "error", status_json(error))
+                event_id = ids.for_status() if ids is not None else None
+                await _send(response, sse, "error", status_json(error), event_id=event_id)
             finally:
                 if heartbeat is not None:
                     heartbeat.cancel()
@@ -301,19 +324,44 @@ def raw_error_response(error: GatewayError) -> bytes:
     return raw_response(status, HTTPStatus(status).phrase, body, headers)
 
 
-async def _send(response: web.StreamResponse, sse: bool, event: str, payload: Any) -> None:
-    data = json.dumps(payload, separators=(",", ":"))
+async def _send(
+    response: web.StreamResponse,
+    sse: bool,
+    event: str,
+    payload: Any,
+    *,
+    event_id: str | None = None,
+) -> None:
+    """One update or the final error: `{event: payload}` on NDJSON ("result", "error"), an SSE
+    event named as gateway.faces.sse.EVENT_NAMES says (the error is `status`)."""
     if sse:
-        frame = f"event: {event}\ndata: {data}\n\n"
+        data = sse_frame(event, json.dumps(payload, separators=(",", ":")), event_id)
     else:
-        frame = json.dumps({event: payload}, separators=(",", ":")) + "\n"
+        data = (json.dumps({event: payload}, separators=(",", ":")) + "\n").encode()
     # write() hands the frame to the transport now; nothing buffers it on our side.
-    await response.write(frame.encode())
+    await response.write(data)
+
+
+async def _send_update(
+    response: web.StreamResponse, ids: EventIds | None, update: StateUpdate
+) -> None:
+    """An update; on SSE (`ids` given) with its id."""
+    event_id = ids.for_update(update) if ids is not None else None
+    await _send(response, ids is not None, "result", _update_json(update), event_id=event_id)
 
 
 # -- request fields -----------------------------------------------------------------------------
 def _wants_sse(request: web.Request) -> bool:
     return any(SSE in part for part in request.headers.getall("Accept", []))
+
+
+def _last_event_id(request: web.Request) -> ResumeFrom | FieldViolation | None:
+    """Where a reconnecting EventSource left off; None without the header (or an empty one,
+    which EventSource never sends: it means no id), and on NDJSON, which has no ids."""
+    raw = request.headers.get(LAST_EVENT_ID, "")
+    if not raw or not _wants_sse(request):
+        return None
+    return parse_last_event_id(raw, request.match_info["serverId"])
 
 
 def _timeout(request: web.Request) -> float | None:
@@ -376,6 +424,14 @@ _TIMEOUT_PARAM: dict[str, Any] = {
     "in": "header",
     "required": False,
     "description": "Deadline in gRPC's format (digits and a unit H, M, S, m, u, n), e.g. `30S`.",
+    "schema": {"type": "string"},
+}
+_LAST_EVENT_ID_PARAM: dict[str, Any] = {
+    "name": LAST_EVENT_ID,
+    "in": "header",
+    "required": False,
+    "description": "SSE only: the `id` of the last event had, to resume the watch after it"
+    " (docs/http.md).",
     "schema": {"type": "string"},
 }
 _ERROR_STATUSES = ("400", "401", "403", "404", "409", "429", "500", "503", "504")
@@ -538,8 +594,12 @@ def openapi_document() -> dict[str, Any]:
                         {"name": "accountId", "in": "query", "schema": account_schema},
                         {"name": "region", "in": "query", "schema": region_schema},
                         _TIMEOUT_PARAM,
+                        _LAST_EVENT_ID_PARAM,
                     ],
-                    "responses": _stream_responses("One line (or SSE event) per state update."),
+                    "responses": {
+                        **_stream_responses("One line (or SSE event) per state update."),
+                        "204": {"description": "SSE: the Last-Event-ID ended its stream."},
+                    },
                 }
             },
             **_job_paths(),

@@ -123,10 +123,11 @@ class TestSse:
         assert [data["state"] for _, data in events][-1] == "SERVER_STATE_OFFLINE"
         assert events[-1][1]["terminal"] is True
 
-    async def test_failure_after_the_first_event_is_an_error_event(
+    async def test_failure_after_the_first_event_is_a_status_event(
         self, gateway_factory: GatewayFactory, client: aiohttp.ClientSession
     ) -> None:
-        """On SSE a late failure is a last `event: error` carrying the google.rpc.Status."""
+        """On SSE a late failure is a last `event: status` carrying the google.rpc.Status (not
+        `error`, which is EventSource's own event)."""
         app = await gateway_factory(emulator={"stop_failure_rate": 1.0})
         assert app.emulator is not None
         (server_id,) = app.emulator.create_servers(1)
@@ -135,7 +136,7 @@ class TestSse:
             headers={"Accept": "text/event-stream"},
         ) as response:
             events = await sse_events(response)
-        assert events[-1][0] == "error"
+        assert events[-1][0] == "status"
         assert reason_of(events[-1][1]) == "STOP_FAILED"
         assert all(name == "result" for name, _ in events[:-1])
 
@@ -168,8 +169,10 @@ class TestSse:
         (server_id,) = app.emulator.create_servers(1)
         url = f"{base_url(app)}/v1/servers/{server_id}:watch"
         async with client.get(url, headers={"Accept": "text/event-stream"}) as response:
+            assert await response.content.readuntil(b"\n\n") == b"retry: 2000\n\n"
             first = await response.content.readuntil(b"\n\n")
-            assert first.startswith(b"event: result\n")
+            assert first.startswith(b"id: ")
+            assert b"\nevent: result\n" in first
             async with asyncio.timeout(5):
                 comment = await response.content.readuntil(b"\n\n")
         assert comment == b": keep-alive\n\n"

@@ -32,14 +32,32 @@ async def next_line(response: aiohttp.ClientResponse) -> dict[str, Any]:
     return parsed
 
 
-async def sse_events(response: aiohttp.ClientResponse) -> list[tuple[str, dict[str, Any]]]:
-    """Every Server-Sent Event of a response as (event name, parsed data)."""
-    text = (await response.read()).decode()
-    assert text.endswith("\n\n")
-    events = []
+def sse_blocks(text: str) -> list[dict[str, str]]:
+    """The fields of each block of an SSE stream (a block ends at a blank line), comments
+    dropped. Strict about what the gateway sends: `field: value` lines, no field twice."""
+    assert text.endswith("\n\n"), text[-80:]
+    blocks = []
     for block in text.strip("\n").split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.split("\n"))
-        assert set(fields) == {"event", "data"}, block
+        fields: dict[str, str] = {}
+        for line in block.split("\n"):
+            if line.startswith(":"):
+                continue
+            name, value = line.split(": ", 1)
+            assert name not in fields, block
+            fields[name] = value
+        if fields:
+            blocks.append(fields)
+    return blocks
+
+
+async def sse_events(response: aiohttp.ClientResponse) -> list[tuple[str, dict[str, Any]]]:
+    """Every Server-Sent Event of a response as (event name, parsed data); the `retry:`
+    block before them is checked and dropped, and every event must have an id."""
+    blocks = sse_blocks((await response.read()).decode())
+    assert blocks[0].keys() == {"retry"}, blocks[0]
+    events = []
+    for fields in blocks[1:]:
+        assert set(fields) == {"id", "event", "data"}, fields
         events.append((fields["event"], json.loads(fields["data"])))
     return events
 
