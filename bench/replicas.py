@@ -38,6 +38,7 @@ from typing import Any
 import aiohttp
 import grpc
 import redis.asyncio
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
@@ -148,25 +149,51 @@ class Cluster:
         return pids.index(pid) if pid in pids else None
 
     async def roles(self) -> list[str]:
-        """Each living replica's role for the account, from its /metrics ("" if none)."""
+        """Each replica's role for the account, from its /metrics ("" if none, "dead")."""
+        return [seen.role for seen in await self.scrape()]
+
+    async def scrape(self) -> list[ReplicaSeen]:
+        """What each replica's /metrics says about the account (a dead one: role "dead")."""
         out = []
         async with aiohttp.ClientSession() as http:
             for process, port in zip(self.replicas, self.http_ports, strict=True):
                 if process.poll() is not None:
-                    out.append("dead")
+                    out.append(ReplicaSeen(role="dead"))
                     continue
                 async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
                     text = await response.text()
-                out.append(_role_in(text))
+                out.append(ReplicaSeen.of(text))
         return out
 
 
-def _role_in(metrics: str) -> str:
-    for line in metrics.splitlines():
-        wanted = line.startswith("transfer_gateway_watch_role{") and line.endswith(" 1.0")
-        if wanted and f'account="{ACCOUNT}"' in line:
-            return line.split('role="', 1)[1].split('"', 1)[0]
-    return ""
+@dataclass(frozen=True)
+class ReplicaSeen:
+    """One replica's /metrics, as far as the account's shared watch goes."""
+
+    role: str = ""
+    #: Polls (DescribeServer, ListServers) this replica sent upstream, any outcome.
+    polls: int = 0
+    #: Server states it heard from the replica polling for it.
+    received: int = 0
+    #: Times it took the account's watch lease over from another replica.
+    takeovers: int = 0
+
+    @classmethod
+    def of(cls, metrics: str) -> ReplicaSeen:
+        role, polls, received, takeovers = "", 0.0, 0.0, 0.0
+        for family in text_string_to_metric_families(metrics):
+            for sample in family.samples:
+                labels, value = sample.labels, sample.value
+                if sample.name == "transfer_gateway_watch_role":
+                    if labels.get("account") == ACCOUNT and value == 1.0:
+                        role = labels["role"]
+                elif sample.name == "transfer_gateway_upstream_calls_total":
+                    polls += value if labels.get("operation") in POLLS else 0.0
+                elif sample.name == "transfer_gateway_watch_observations_received_total":
+                    received += value
+                elif sample.name == "transfer_gateway_watch_lease_takeovers_total":
+                    takeovers += value
+        return cls(role, int(polls), int(received), int(takeovers))
 
 
 def _start(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -195,6 +222,7 @@ async def cluster(spec: JobSpec, workdir: Path | None = None) -> AsyncIterator[C
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="replicas-")))
+        workdir.mkdir(parents=True, exist_ok=True)
         redis_server = RedisProcess(workdir)
         redis_server.start()
         processes: list[subprocess.Popen[bytes]] = []
@@ -327,7 +355,7 @@ class JobResult:
         return sorted(out)
 
     def summary(self) -> dict[str, Any]:
-        servers = self.spec.servers
+        servers = len(self.streams)
         lags = self.lags()
         return {
             "replicas": self.spec.replicas,
@@ -360,10 +388,14 @@ async def _stop(stub: pb_grpc.TransferGatewayStub, stream: Stream, deadline: flo
 Scenario = Callable[[Cluster], Awaitable[dict[str, Any] | None]]
 
 
-async def run_job(cluster: Cluster, scenario: Scenario | None = None) -> JobResult:
-    """Stop every server at once, round robin over the replicas, while `scenario` (if any)
-    acts on the cluster; what the emulator received."""
+async def run_job(
+    cluster: Cluster, scenario: Scenario | None = None, server_ids: list[str] | None = None
+) -> JobResult:
+    """Stop every server (or those of `server_ids`) at once, round robin over the replicas,
+    while `scenario` (if any) acts on the cluster; what the emulator received."""
     spec = cluster.spec
+    if server_ids is None:
+        server_ids = cluster.server_ids
     async with (
         aiohttp.ClientSession() as http,
         http.post(cluster.emulator_url + "/_emulator/reset") as response,
@@ -373,9 +405,7 @@ async def run_job(cluster: Cluster, scenario: Scenario | None = None) -> JobResu
     notes: dict[str, Any] = {}
     try:
         stubs = [pb_grpc.TransferGatewayStub(channel) for channel in channels]
-        streams = [
-            Stream(i % spec.replicas, server_id) for i, server_id in enumerate(cluster.server_ids)
-        ]
+        streams = [Stream(i % spec.replicas, server_id) for i, server_id in enumerate(server_ids)]
         started = time.monotonic()
         acting = asyncio.ensure_future(scenario(cluster)) if scenario else None
         await asyncio.gather(*(_stop(stubs[s.replica], s, spec.deadline) for s in streams))
