@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import structlog
@@ -26,6 +27,19 @@ _RETRYABLE = frozenset(
 #: Called after each upstream attempt with (operation, outcome) for metrics; outcome is "ok" or
 #: the error's reason.
 Observer = Callable[[str, str], None]
+
+
+@dataclass(slots=True)
+class Attempts:
+    """Upstream attempts of one (account, region) since its pair went live, for the live page
+    (gateway.core.dashboard samples them into per-second rates): every attempt spends a token."""
+
+    calls: int = 0
+    throttled: int = 0
+    #: Attempts that reached no answer (network failures, 5xx before AWS answered).
+    unavailable: int = 0
+    #: The last attempt's outcome ("ok" or the error's reason), "" before any.
+    last_outcome: str = ""
 
 
 class BudgetedCaller:
@@ -54,6 +68,8 @@ class BudgetedCaller:
         self._clock = clock
         self._rng = rng or random.Random()
         self._observe = observe
+        #: Attempts per (account, region): one dict step per upstream call, no I/O.
+        self._attempts: dict[BucketKey, Attempts] = {}
 
     async def call(
         self,
@@ -109,7 +125,7 @@ class BudgetedCaller:
             try:
                 result = await attempt_once()
             except UpstreamError as exc:
-                self._note(operation, exc.kind.reason)
+                self._note(key, operation, exc.kind.reason)
                 if exc.kind not in _RETRYABLE:
                     raise
                 if exc.kind is ErrorKind.UPSTREAM_THROTTLED:
@@ -135,7 +151,7 @@ class BudgetedCaller:
                 )
                 await self._clock.sleep(delay)
                 continue
-            self._note(operation, "ok")
+            self._note(key, operation, "ok")
             await self._limiter.succeeded(key)
             return result, waited
 
@@ -174,6 +190,24 @@ class BudgetedCaller:
         cap = min(self._retry.max_delay, self._retry.base_delay * 2 ** (attempt - 1))
         return self._rng.uniform(0, cap)
 
-    def _note(self, operation: str, outcome: str) -> None:
+    def attempts(self, key: BucketKey) -> Attempts:
+        """The attempts made for `key` so far (zeros for a pair never called)."""
+        return self._attempts.get(key) or Attempts()
+
+    async def forget(self, key: BucketKey) -> bool:
+        """A released pair's counts go with it (gateway.core.pairs releaser)."""
+        self._attempts.pop(key, None)
+        return True
+
+    def _note(self, key: BucketKey, operation: str, outcome: str) -> None:
+        counts = self._attempts.get(key)
+        if counts is None:
+            counts = self._attempts[key] = Attempts()
+        counts.calls += 1
+        counts.last_outcome = outcome
+        if outcome == ErrorKind.UPSTREAM_THROTTLED.reason:
+            counts.throttled += 1
+        elif outcome == ErrorKind.UPSTREAM_UNAVAILABLE.reason:
+            counts.unavailable += 1
         if self._observe is not None:
             self._observe(operation, outcome)

@@ -461,6 +461,12 @@ class JobManager:
                     self._jobs[job.id] = job
         return sorted(self._jobs.values(), key=lambda j: (j.created_at, j.id), reverse=True)
 
+    def recent(self, limit: int) -> list[Job]:
+        """The newest `limit` jobs this replica knows (no store read: the ones it runs are
+        live; another replica's are as `list_jobs` or `get` last read them)."""
+        newest = sorted(self._jobs.values(), key=lambda j: (j.created_at, j.id), reverse=True)
+        return newest[:limit]
+
     async def cancel(self, job_id: str) -> Job:
         """Ask nothing more of AWS for this job; what was asked is watched to its end."""
         job = await self.get(job_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -359,6 +360,31 @@ def in_flight(operation: Operation, other: str, target: Target) -> GatewayError:
 
 
 @dataclass(frozen=True)
+class FlightView:
+    """One open flight as the live page shows it (read from the flight, nothing kept for it)."""
+
+    target: Target
+    operation: str
+    state: ServerState
+    stage: Stage
+    #: When the latest update was published (wall clock): the state has held since then.
+    since: float
+    #: Streams attached to the flight now (callers, job items, the holder's proxies).
+    callers: int
+    aws_request_id: str
+    #: Where its upstream call stands ("no", "in_flight", "yes", ...; "" for a watch).
+    call_sent: str
+    #: The stage as the wire names it for this operation (STOP_REQUESTED, ...).
+    stage_name: str = ""
+    #: "" while open; once ended, "ok" or the error's reason.
+    outcome: str = ""
+
+
+#: Flights the live page can still show after they ended (their last state, e.g. OFFLINE).
+RECENTLY_ENDED = 200
+
+
+@dataclass(frozen=True)
 class Reply:
     """A read as AWS answered it (botocore's parsed response, ResponseMetadata left out), for a
     face that hands AWS's own answer on (the AWS-compatible endpoint)."""
@@ -402,10 +428,36 @@ class Core:
         self._idle = asyncio.Event()
         self._idle.set()
         self._must_finish: set[asyncio.Future[str]] = set()
+        #: The flights that ended last, as they ended (one append per flight: the live page).
+        self._ended: deque[FlightView] = deque(maxlen=RECENTLY_ENDED)
 
     @property
     def open_flights(self) -> int:
         return len(self._flights)
+
+    def flights(self) -> list[FlightView]:
+        """Every open flight now, oldest first (the live page's servers in flight)."""
+        return [self._view(flight) for flight in self._flights.values()]
+
+    def recently_ended(self) -> list[FlightView]:
+        """The last RECENTLY_ENDED flights that ended, oldest first, as they ended."""
+        return list(self._ended)
+
+    def _view(self, flight: _Flight, outcome: str = "") -> FlightView:
+        latest = flight.fanout.latest
+        stage = latest.stage if latest is not None else Stage.WAITING_FOR_BUDGET
+        return FlightView(
+            target=flight.target,
+            operation=flight.op.name,
+            state=latest.state if latest is not None else ServerState.UNKNOWN,
+            stage=stage,
+            since=latest.observed_at if latest is not None else self.clock.wall(),
+            callers=len(flight.fanout.queues),
+            aws_request_id=flight.aws_request_id,
+            call_sent=flight.sent if flight.op.changes else "",
+            stage_name=flight.op.stage_name(stage),
+            outcome=outcome,
+        )
 
     def stop(self, target: Target, *, deadline: float | None = None) -> AsyncIterator[StateUpdate]:
         """Stop `target` and stream its state until OFFLINE (ends normally) or a failure (raises
@@ -568,6 +620,11 @@ class Core:
         key = (flight.op.name, flight.target)
         if self._flights.get(key) is flight:
             del self._flights[key]
+            final = flight.fanout.final
+            outcome = "CANCELLED" if final is None else "ok"  # None: its callers all left
+            if isinstance(final, GatewayError):
+                outcome = final.kind.reason
+            self._ended.append(self._view(flight, outcome))
         if self._leased.get((flight.op.lease, flight.target)) is flight:
             del self._leased[(flight.op.lease, flight.target)]
         if not self._flights:

@@ -243,6 +243,8 @@ class _Account:
         #: When the next tick is due (local monotonic).
         self.next_tick = float("-inf")
         self.saw_other_holder = False
+        #: The replica last heard publishing this account's observations (the holder).
+        self.heard_from = ""
         self.listening = False
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -350,6 +352,15 @@ class SharedWatch:
     def roles(self) -> dict[BucketKey, Role]:
         """What this replica does for each account it shares a watch of."""
         return {key: account.role for key, account in self._accounts.items()}
+
+    def pollers(self) -> dict[BucketKey, tuple[Role, str]]:
+        """This replica's role for each account and the replica that polls it: this one as
+        holder or alone, else the holder last heard publishing ("" before any was heard)."""
+        shown = {}
+        for key, account in self._accounts.items():
+            polling = account.role in ("holder", "alone")
+            shown[key] = (account.role, self.replica if polling else account.heard_from)
+        return shown
 
     # -- the account's task ------------------------------------------------------------------
     def _account(self, key: BucketKey) -> _Account:
@@ -578,6 +589,8 @@ class SharedWatch:
                 account.next_tick = float("-inf")  # read the union again now
                 account.wake.set()
             return
+        if message.seen:
+            account.heard_from = message.sender
         if message.released and account.local:
             account.next_tick = float("-inf")  # the lease is free: try it now
             account.wake.set()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.domain import BucketKey
@@ -41,6 +41,8 @@ class BucketStatus:
     #: The learned ceiling: the share of the configured rate at which AWS last said no (0.0:
     #: nothing learned, or the bucket has probed its way back to the configured rate since).
     ceiling: float = 0.0
+    #: `queued` by priority (the live page shows polls, changes and jobs apart).
+    queued_by: Mapping[Priority, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,9 @@ class _Queue:
     def live(self) -> int:
         return sum(1 for d in self.waiters.values() for f in d if not f.done())
 
+    def live_by(self) -> dict[Priority, int]:
+        return {p: sum(1 for f in d if not f.done()) for p, d in self.waiters.items()}
+
     def ahead_of(self, priority: Priority) -> int:
         return sum(1 for p, d in self.waiters.items() if p <= priority for f in d if not f.done())
 
@@ -247,7 +250,11 @@ class QueuedLimiter:
         base = await self._bucket.status(key, rate, burst)
         queue = self._queues.get(key)
         return BucketStatus(
-            base.tokens, base.rate_factor, queue.live() if queue else 0, ceiling=base.ceiling
+            base.tokens,
+            base.rate_factor,
+            queue.live() if queue else 0,
+            ceiling=base.ceiling,
+            queued_by=queue.live_by() if queue else {},
         )
 
     def keys(self) -> list[BucketKey]:
