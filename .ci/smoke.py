@@ -101,7 +101,7 @@ async def check_grpc(app: GatewayApp) -> None:
 
 
 async def check_http(app: GatewayApp) -> None:
-    """POST :stop streams NDJSON to OFFLINE; /metrics and /openapi.json answer."""
+    """POST :stop streams NDJSON to OFFLINE; /metrics, /openapi.json and the page answer."""
     assert app.emulator is not None
     (server_id,) = app.emulator.create_servers(1)
     base = f"http://127.0.0.1:{app.http_port}"
@@ -110,7 +110,7 @@ async def check_http(app: GatewayApp) -> None:
             assert response.status == 200, response.status
             lines = [json.loads(raw) async for raw in response.content if raw.strip()]
         assert lines[-1]["result"]["state"] == "SERVER_STATE_OFFLINE", lines[-1]
-        for path in ("/metrics", "/openapi.json", "/healthz"):
+        for path in ("/metrics", "/openapi.json", "/healthz", "/ui", "/ui/static/ui.js"):
             async with client.get(base + path) as response:
                 assert response.status == 200, (path, response.status)
 

@@ -30,6 +30,7 @@ from gateway.config import AccountSettings, CoreSettings, Settings
 from gateway.core.accounts import Accounts
 from gateway.core.calls import BudgetedCaller
 from gateway.core.coordination import Leases, LocalLeases, RedisLeases
+from gateway.core.dashboard import Component, Dashboard
 from gateway.core.jobs import JobManager, JobStore
 from gateway.core.jobstore import RedisJobStore, SqliteJobStore
 from gateway.core.operations import Core
@@ -58,6 +59,7 @@ from gateway.faces.http import (
 from gateway.faces.introspection import NOT_SERVING, SERVING
 from gateway.faces.jobs import JobRoutes, OperationsService
 from gateway.faces.sigv4 import Verifier, issued_keys
+from gateway.faces.ui import UiRoutes, self_authenticating
 from gateway.limiting import Bucket, FallbackBuckets, LocalBuckets, QueuedLimiter, RedisBuckets
 from gateway.limiting.callers import CallerLimits
 from gateway.limiting.census import RedisQueueCensus
@@ -73,6 +75,10 @@ log = structlog.get_logger(__name__)
 ReadyCheck = Callable[[], Awaitable[str | None]]
 #: Bounded so that /readyz cannot hang a probe on a dead dependency.
 READY_CHECK_TIMEOUT = 2.0
+#: How often the live page's snapshot is made (gateway/core/dashboard.py).
+DASHBOARD_INTERVAL = 1.0
+#: How often the page's endpoint check connects to the upstream (a TCP connect, no budget).
+ENDPOINT_CHECK_SECONDS = 5.0
 
 
 class GatewayApp:
@@ -146,6 +152,10 @@ class GatewayApp:
         self.upstream: AioUpstream | None = None
         self.core: Core | None = None
         self.jobs: JobManager | None = None
+        #: The live page's sampler (/ui); its task runs while the gateway serves.
+        self.dashboard: Dashboard | None = None
+        self._dashboard_task: asyncio.Task[None] | None = None
+        self._endpoint_seen: tuple[float, str | None] | None = None
 
     async def start(self) -> None:
         """Start every part. When one fails, what had started is closed again (no task,
@@ -205,7 +215,13 @@ class GatewayApp:
         )
         # What a released pair gives back: its client (about 1 MB and its sockets), its
         # bucket (once it owes no tokens), its metric series.
-        for releaser in (self.upstream.release, self.limiter.release, self._forget_series):
+        releasers = (
+            self.upstream.release,
+            self.limiter.release,
+            self._forget_series,
+            self.caller.forget,
+        )
+        for releaser in releasers:
             self.pairs.add_releaser(releaser)
         self._sweeper = asyncio.create_task(self.pairs.run(), name="pairs sweeper")
         self.core = Core(
@@ -230,6 +246,18 @@ class GatewayApp:
         self.ready_checks.setdefault("upstream", self._upstream_reachable(endpoint_url))
         if self.budget_store is not None:
             self.ready_checks.setdefault("limiter", self._budget_store_check(self.budget_store))
+        self.dashboard = Dashboard(
+            self.core,
+            self.limiter,
+            lambda key: self.accounts.budget_for(key),
+            self.clock,
+            jobs=self.jobs,
+            health=self._page_health,
+            pollers=self.shared_watch.pollers if self.shared_watch is not None else None,
+            replica=self.replica,
+            interval=DASHBOARD_INTERVAL,
+        )
+        self._dashboard_task = asyncio.create_task(self.dashboard.run(), name="dashboard")
         await self._start_http(self.core)
         self._server = grpc.aio.server(options=server_options(s.grpc_keepalive))
         self._health = add_services(
@@ -360,7 +388,12 @@ class GatewayApp:
     async def _start_http(self, core: Core) -> None:
         s = self.settings
         # The AWS-compatible endpoint authenticates by itself (SigV4, AWS-shaped refusals).
-        auth = http_auth_middleware(self.access, error_response, skip=is_aws_request)
+        auth = http_auth_middleware(
+            self.access,
+            error_response,
+            # The AWS face verifies SigV4 itself; the page's sign-in form answers 401 itself.
+            skip=lambda request: is_aws_request(request) or self_authenticating(request),
+        )
         cap, lowered = connection_cap(s.http_max_connections)
         if lowered:
             log.warning(
@@ -399,6 +432,10 @@ class GatewayApp:
                 self.metrics,
                 access=self.access,
                 heartbeat_seconds=s.sse_heartbeat_seconds,
+            ).add_routes(app)
+        if self.dashboard is not None:
+            UiRoutes(
+                self.dashboard, self.metrics, access=self.access, secure_cookie=s.tls.enabled
             ).add_routes(app)
         AwsApi(
             core,
@@ -459,6 +496,47 @@ class GatewayApp:
             return None
 
         return check
+
+    async def _page_health(self) -> dict[str, Component]:
+        """What the live page shows beside the upstream's calls: the endpoint (a TCP connect
+        at most every ENDPOINT_CHECK_SECONDS), the budget store, the shared watch."""
+        shown: dict[str, Component] = {}
+        check = self.ready_checks.get("upstream")
+        now = self.clock.monotonic()
+        if check is not None and (
+            self._endpoint_seen is None or now - self._endpoint_seen[0] >= ENDPOINT_CHECK_SECONDS
+        ):
+            try:
+                async with asyncio.timeout(READY_CHECK_TIMEOUT):
+                    problem = await check()
+            except TimeoutError:
+                problem = f"no answer within {READY_CHECK_TIMEOUT:g}s"
+            self._endpoint_seen = (now, problem)
+        if self._endpoint_seen is not None:
+            problem = self._endpoint_seen[1]
+            shown["endpoint"] = Component("down", problem) if problem else Component("ok")
+        state = self.limiter_state()
+        if state["backend"] == "redis":
+            states = {"ok": "ok", "degraded": "degraded", "failing_closed": "down"}
+            detail = f"redis_outage = {state.get('mode')}"
+            if state.get("error"):
+                detail += f": {state['error']}"
+            shown["redis"] = Component(states.get(state["state"], state["state"]), detail)
+        else:
+            shown["redis"] = Component("off", "limiter = local: budgets in this process")
+        if self.shared_watch is not None:
+            roles = list(self.shared_watch.roles().values())
+            held = sum(1 for role in roles if role in ("holder", "alone"))
+            alone = roles.count("alone")
+            state_ = "degraded" if alone else "ok"
+            shown["shared watch"] = Component(
+                state_,
+                f"this replica polls {held} of {len(roles)} accounts"
+                + (f" ({alone} alone: the store does not answer)" if alone else ""),
+            )
+        else:
+            shown["shared watch"] = Component("off", "each replica polls for its own callers")
+        return shown
 
     async def readiness(self) -> Readiness:
         """Ready when serving and every check passes; each check's verdict for /readyz."""
@@ -524,6 +602,9 @@ class GatewayApp:
             self._store_watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._store_watch
+        if self.dashboard is not None:
+            await self.dashboard.close(self._dashboard_task)
+            self._dashboard_task = None
         if self._server is not None:
             await self._health.enter_graceful_shutdown()
             for service in ("", "transfer_gateway.v1.TransferGateway"):

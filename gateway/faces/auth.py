@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ssl
+import urllib.parse
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,15 @@ from gateway.errors import ErrorKind, GatewayError
 #: HTTP paths open to anyone: probes must work without credentials.
 OPEN_PATHS: frozenset[str] = frozenset({"/healthz", "/readyz", "/openapi.json"})
 METRICS_PATH = "/metrics"
+#: The live page's cookie (gateway/faces/ui.py, docs/security.md): the caller's bearer token,
+#: set by the page's sign-in form, HttpOnly and SameSite=Strict. The browser's EventSource
+#: cannot send an Authorization header, so the page's requests authenticate with it.
+UI_COOKIE = "transfer_gateway_token"
+#: The header the page's own fetches send: with it, the cookie counts for a POST (a cross-site
+#: form cannot send a custom header, and no CORS preflight is ever answered yes).
+UI_HEADER = "X-Transfer-Gateway-UI"
+#: Paths where the cookie counts for a GET without UI_HEADER (the page and its stream).
+UI_PREFIX = "/ui"
 
 _BEARER = "bearer "
 
@@ -207,6 +217,28 @@ def peer_common_name(request: web.Request) -> str | None:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+def _cookie_counts(request: web.Request) -> bool:
+    """The page's cookie stands in for the Authorization header on the page's own requests:
+    GETs under /ui, and requests sent by its script with UI_HEADER (the jobs cancel button)."""
+    if request.headers.get(UI_HEADER) == "1":
+        return True
+    under_ui = request.path == UI_PREFIX or request.path.startswith(UI_PREFIX + "/")
+    return under_ui and request.method in ("GET", "HEAD")
+
+
+def http_caller(access: Access, request: web.Request) -> Caller:
+    """The caller of an HTTP request: its Authorization header (exactly one), else the page's
+    cookie where it counts, and the client certificate's CN; raises UNAUTHENTICATED."""
+    if not access.enabled:
+        return ANONYMOUS
+    authorization = one_authorization(request.headers.getall("Authorization", ()))
+    if authorization is None and _cookie_counts(request):
+        token = request.cookies.get(UI_COOKIE)
+        if token:
+            authorization = _BEARER + urllib.parse.unquote(token)
+    return access.authenticate(authorization, peer_common_name(request))
+
+
 def http_auth_middleware(
     access: Access,
     render_error: Callable[[GatewayError], web.StreamResponse],
@@ -229,12 +261,7 @@ def http_auth_middleware(
         if skip is not None and skip(request):
             return await handler(request)
         try:
-            authorization = (
-                one_authorization(request.headers.getall("Authorization", ()))
-                if access.enabled
-                else None
-            )
-            caller = access.authenticate(authorization, peer_common_name(request))
+            caller = http_caller(access, request)
         except GatewayError as exc:
             response = render_error(exc)
             response.headers["WWW-Authenticate"] = 'Bearer realm="transfer-gateway"'
@@ -260,6 +287,7 @@ __all__ = [
     "grpc_server_credentials",
     "hash_token",
     "http_auth_middleware",
+    "http_caller",
     "one_authorization",
     "peer_common_name",
     "request_caller",

@@ -539,6 +539,60 @@ def _job_paths() -> dict[str, Any]:
     }
 
 
+def _ui_paths() -> dict[str, Any]:
+    """The live page's routes (gateway/faces/ui.py; docs/ui.md): HTML for people, not an API."""
+
+    def page(operation: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+        return {"operationId": operation, "summary": summary, "responses": responses}
+
+    signed_out = {"401": {"description": "Auth on and no credentials: the sign-in form."}}
+    return {
+        "/ui": {
+            "get": page(
+                "UiPage",
+                "The live control-plane page (HTML).",
+                {"200": {"description": "The page."}, **signed_out},
+            )
+        },
+        "/ui/events": {
+            "get": page(
+                "UiEvents",
+                "The page's stream: one SSE `snapshot` event a second.",
+                {
+                    "200": {"description": "SSE", "content": {SSE: {"schema": {"type": "string"}}}},
+                    "401": {"description": "No credentials."},
+                },
+            )
+        },
+        "/ui/static/{name}": {
+            "get": {
+                **page(
+                    "UiStatic",
+                    "The page's script, styles and the vendored uPlot.",
+                    {"200": {"description": "The file."}, "404": {"description": "No such file."}},
+                ),
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+            }
+        },
+        "/ui/login": {
+            "post": page(
+                "UiLogin",
+                "The sign-in form (field `token`): sets the page's cookie (docs/security.md).",
+                {"303": {"description": "Signed in: to /ui."}, **signed_out},
+            )
+        },
+        "/ui/logout": {
+            "post": page(
+                "UiLogout",
+                "Forget the page's cookie.",
+                {"303": {"description": "To /ui."}},
+            )
+        },
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3 description of the JSON routes (tests check it against the router)."""
     region_schema = {"type": "string", "description": "AWS region; default: the gateway's."}
@@ -603,6 +657,7 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             **_job_paths(),
+            **_ui_paths(),
             "/healthz": {
                 "get": {
                     "operationId": "Healthz",
