@@ -124,5 +124,10 @@ floors:
 bench: setup
 	$(BIN)/python -m bench
 
+# docs/ui.png: the live page during a load, taken by the browser test that checks it
+# (tests/ui/test_screenshot.py; without UI_SCREENSHOT it writes to a temporary folder).
+screenshot: setup
+	UI_SCREENSHOT=docs/ui.png $(BIN)/python -m pytest -q -p no:randomly tests/ui/test_screenshot.py
+
 clean:
 	rm -rf $(VENV) .venv-min .pytest_cache .mypy_cache .ruff_cache
