@@ -35,6 +35,7 @@ from gateway.faces.auth import (
     request_caller,
 )
 from gateway.faces.http import error_response
+from gateway.faces.sse import retry_frame
 from gateway.observability import Metrics
 
 log = structlog.get_logger(__name__)
@@ -196,7 +197,7 @@ class UiRoutes:
         self._metrics.open_streams.labels("http").inc()
         try:
             # A reconnect after a lost connection waits this long (EventSource's own retry).
-            await response.write(b"retry: 2000\n\n")
+            await response.write(retry_frame())
             async for snapshot in self._dashboard.follow():
                 body = json.dumps(
                     snapshot_json(snapshot.visible_to(may_act_on), caller),
