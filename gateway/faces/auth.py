@@ -20,12 +20,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import grpc
+import structlog
 from aiohttp import web
 
 from gateway.config import ALL_ACCOUNTS, AuthSettings, TlsSettings
 from gateway.core.accounts import Accounts
 from gateway.domain import BucketKey, Target
 from gateway.errors import ErrorKind, GatewayError
+from gateway.faces.request_ids import of_request
+
+log = structlog.get_logger(__name__)
 
 #: HTTP paths open to anyone: probes must work without credentials.
 OPEN_PATHS: frozenset[str] = frozenset({"/healthz", "/readyz", "/openapi.json"})
@@ -263,6 +267,18 @@ def http_auth_middleware(
         try:
             caller = http_caller(access, request)
         except GatewayError as exc:
+            # Refused before any call begins, so no call.end will tell of it: this line is a
+            # failed login's only trace (the gRPC and AWS faces log theirs as call.end).
+            log.warning(
+                "http.refused",
+                request_id=of_request(request),
+                face="http",
+                method=request.method,
+                path=path,
+                outcome=exc.kind.grpc_code.name,
+                reason=exc.kind.reason,
+                message=str(exc),
+            )
             response = render_error(exc)
             response.headers["WWW-Authenticate"] = 'Bearer realm="transfer-gateway"'
             return response

@@ -165,3 +165,34 @@ class TestAwsFaceLines:
             "000000000000",
             "ops",
         )
+
+
+class TestHttpFaceRefusals:
+    async def test_a_refused_token_on_the_http_face_is_logged_with_its_id(
+        self, gateway_factory: GatewayFactory, client: aiohttp.ClientSession
+    ) -> None:
+        """With callers configured, the REST routes and /metrics refuse a request without a
+        token (401) before any call begins; each refusal still leaves one line at warning
+        naming the request id echoed to the caller, the path and UNAUTHENTICATED (a failed
+        login must be visible in the logs, as the gRPC and AWS faces' are)."""
+        token = "ops-token-78"
+        auth = AuthSettings(callers=(CallerSettings("ops", hash_token(token), ("*",)),))
+        app = await gateway_factory(auth=auth)
+        url = base_url(app)
+        echoed = []
+        with structlog.testing.capture_logs() as logs:
+            for method, path, headers in (
+                ("POST", f"/v1/servers/{MISSING}:stop", {"x-request-id": "nope-1"}),
+                ("GET", "/metrics", {"Authorization": "Bearer wrong"}),
+            ):
+                async with client.request(method, f"{url}{path}", headers=headers) as response:
+                    assert response.status == 401
+                    echoed.append(response.headers["x-request-id"])
+        refused = [e for e in logs if e.get("outcome") == "UNAUTHENTICATED"]
+        assert [(e["request_id"], e["path"], e["log_level"]) for e in refused] == [
+            ("nope-1", f"/v1/servers/{MISSING}:stop", "warning"),
+            (echoed[1], "/metrics", "warning"),
+        ]
+        assert all(e["face"] == "http" for e in refused)
+        assert token not in repr(logs)
+        assert "wrong" not in repr(refused)
