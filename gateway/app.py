@@ -23,7 +23,7 @@ import structlog
 from aiobotocore.session import get_session
 from aiohttp import web
 from botocore.exceptions import ConnectionError as BotoConnectionError
-from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+from botocore.exceptions import HTTPClientError, NoCredentialsError, PartialCredentialsError
 
 from gateway.clock import Clock, SystemClock
 from gateway.config import AccountSettings, CoreSettings, Settings
@@ -705,6 +705,13 @@ def _own_identity(endpoint_url: str | None) -> Iterator[None]:
             f"upstream aws: cannot reach {where} to learn the gateway's account ({exc}): check"
             " the network, DNS and HTTPS_PROXY (or --upstream-endpoint), or list the accounts"
             " in the config file (then no call is made at start)"
+        ) from exc
+    except HTTPClientError as exc:  # connected, then no answer (read timeout, closed)
+        where = endpoint_url or "AWS STS"
+        raise StartupError(
+            f"upstream aws: {where} did not answer the gateway's GetCallerIdentity ({exc}):"
+            " check the network path (a proxy, HTTPS_PROXY, a firewall) or --upstream-endpoint,"
+            " or list the accounts in the config file (then no call is made at start)"
         ) from exc
     except GatewayError as exc:
         raise StartupError(

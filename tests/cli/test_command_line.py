@@ -160,6 +160,60 @@ class TestStartupFailures:
         _assert_one_line(code, out, err, f"cannot reach {endpoint}", "check the network")
 
 
+class _Sts:
+    """A loopback STS stand-in that misbehaves: it closes each connection at once ("close")
+    or accepts it and never answers ("hang"), and counts the connections it was sent."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.connections = 0
+        self._held: list[asyncio.StreamWriter] = []
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        if self.mode == "close":
+            writer.close()
+        else:
+            self._held.append(writer)
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        for writer in self._held:
+            writer.close()
+        self._server.close()
+
+
+class TestStartupAgainstABadSts:
+    """The one start-up call to STS (GetCallerIdentity) fails in seconds, not minutes: it
+    used botocore's defaults (60 s connect and read timeouts, 5 attempts with backoff)."""
+
+    async def test_an_endpoint_that_drops_connections_is_given_up_on_quickly(self) -> None:
+        """Connections closed at once: one line, after at most 2 attempts (5 took 13 s)."""
+        env = _env(AWS_ACCESS_KEY_ID="AKIAEXAMPLEEXAMPLE", AWS_SECRET_ACCESS_KEY="x")
+        sts = _Sts("close")
+        async with sts as endpoint:
+            code, out, err = await _run(
+                "serve", "--upstream", "aws", "--upstream-endpoint", endpoint, *ANY_PORTS, env=env
+            )
+        _assert_one_line(code, out, err, endpoint, "check the network")
+        assert 1 <= sts.connections <= 2
+
+    @pytest.mark.slow
+    async def test_an_endpoint_that_never_answers_is_one_line_within_a_minute(self) -> None:
+        """Connections accepted and never answered (a proxy or firewall that swallows them):
+        one line naming the endpoint within TIMEOUT (was a 5 minute wait, then a traceback:
+        a read timeout is not a connection error)."""
+        env = _env(AWS_ACCESS_KEY_ID="AKIAEXAMPLEEXAMPLE", AWS_SECRET_ACCESS_KEY="x")
+        async with _Sts("hang") as endpoint:
+            code, out, err = await _run(
+                "serve", "--upstream", "aws", "--upstream-endpoint", endpoint, *ANY_PORTS, env=env
+            )
+        _assert_one_line(code, out, err, endpoint, "did not answer")
+
+
 class TestStopLines:
     async def test_a_bad_field_names_the_field_and_its_reason(self, gateway: GatewayApp) -> None:
         """`stop s-bad`: the line says what is wrong with server_id, not only its name."""
