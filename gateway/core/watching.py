@@ -381,12 +381,12 @@ class _AccountWatcher:
         pages = 0
         while True:
             started = self._parent.clock.monotonic()
+            # Only the watched servers' states are read from the page (the rest is skipped).
+            read = functools.partial(
+                self._parent.upstream.list_servers, self.key, token, frozenset(self.listeners)
+            )
             page, _ = await self._parent.caller.call(
-                self.key,
-                "ListServers",
-                functools.partial(self._parent.upstream.list_servers, self.key, token),
-                priority=Priority.POLL,
-                deadline=None,
+                self.key, "ListServers", read, priority=Priority.POLL, deadline=None
             )
             pages += 1
             for server_id, state in page.states.items():

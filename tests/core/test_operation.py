@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import Collection, Set
 from typing import Any
 
 import pytest
@@ -39,7 +39,9 @@ class _StartingUpstream:
     async def describe_server(self, target: Target) -> ServerState:
         return self.reads.pop(0) if len(self.reads) > 1 else self.reads[0]
 
-    async def list_servers(self, key: BucketKey, next_token: str | None) -> Page:
+    async def list_servers(
+        self, key: BucketKey, next_token: str | None, wanted: Set[str] | None = None
+    ) -> Page:
         raise AssertionError("one watched server is read with DescribeServer")
 
     async def call_raw(self, key: BucketKey, operation: str, **params: Any) -> dict[str, Any]:

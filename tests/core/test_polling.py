@@ -243,6 +243,30 @@ class TestPollPlan:
         for stream in streams[:3]:
             await stream.cancel()
 
+    async def test_a_listing_reads_only_the_watched_servers(
+        self, core_factory: CoreFactory, fake: FakeUpstream, clock: ManualClock
+    ) -> None:
+        """10 watched of 3,000 (3 pages) and one id that AWS does not know: every page is asked
+        for the watched servers' states only (not the other 2,990), each watch still hears
+        its server, and the unknown one ends SERVER_NOT_FOUND once the listing ends."""
+        rig = rig_with(core_factory, budget={"rate": 1000, "burst": 1000})
+        servers = list(targets(3000))
+        for target in servers:
+            fake.add_server(target)
+        watched = servers[::300]  # spread over every page
+        unknown = Target(ACCOUNT, REGION, "s-ffffffffffffffff0")
+        streams = [read(rig.core.watch(t)) for t in watched]
+        lost = read(rig.core.watch(unknown))
+        await rig.advance(0.15, step=0.01)
+        listings = fake.calls_of("ListServers")
+        assert len(listings) == 3
+        assert all(c.wanted == {t.server_id for t in [*watched, unknown]} for c in listings)
+        assert all(s.states == [ServerState.ONLINE] for s in streams)
+        assert lost.error is not None
+        assert lost.error.kind is ErrorKind.SERVER_NOT_FOUND
+        for stream in streams:
+            await stream.cancel()
+
     async def test_many_watched_in_a_small_account_list_one_page(
         self, core_factory: CoreFactory, fake: FakeUpstream, clock: ManualClock
     ) -> None:

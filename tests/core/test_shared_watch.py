@@ -8,7 +8,7 @@ lease expiries and poll cadences are exact clock seconds.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,9 +56,11 @@ class ReplicaUpstream:
         await self._gate("DescribeServer")
         return await self.fake.describe_server(target)
 
-    async def list_servers(self, key: BucketKey, next_token: str | None) -> Page:
+    async def list_servers(
+        self, key: BucketKey, next_token: str | None, wanted: Set[str] | None = None
+    ) -> Page:
         await self._gate("ListServers")
-        return await self.fake.list_servers(key, next_token)
+        return await self.fake.list_servers(key, next_token, wanted)
 
     async def call_raw(self, key: BucketKey, operation: str, **params: Any) -> dict[str, Any]:
         return await self.fake.call_raw(key, operation, **params)

@@ -19,7 +19,7 @@ import bisect
 import itertools
 import math
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -98,6 +98,8 @@ class Call:
     ended: float
     outcome: str
     next_token: str | None = None
+    #: ListServers only: the servers whose states were asked for (None: every server).
+    wanted: frozenset[str] | None = None
 
 
 @dataclass
@@ -263,9 +265,18 @@ class FakeUpstream:
             lambda _: dict(self._server(target).tags),
         )
 
-    async def list_servers(self, key: BucketKey, next_token: str | None) -> Page:
+    async def list_servers(
+        self, key: BucketKey, next_token: str | None, wanted: Set[str] | None = None
+    ) -> Page:
+        """A page as AioUpstream returns it: with `wanted`, only those servers' states."""
+        asked = None if wanted is None else frozenset(wanted)
         return await self._call(
-            "ListServers", key, None, next_token, lambda _t: self._list(key, next_token)
+            "ListServers",
+            key,
+            None,
+            next_token,
+            lambda _t: self._list(key, next_token, asked),
+            wanted=asked,
         )
 
     async def call_raw(self, key: BucketKey, operation: str, **params: Any) -> dict[str, Any]:
@@ -305,6 +316,7 @@ class FakeUpstream:
         target: Target | None,
         next_token: str | None,
         answer: Callable[[Target | None], _T],
+        wanted: frozenset[str] | None = None,
     ) -> _T:
         started = self.clock.monotonic()
         self.in_flight += 1
@@ -327,7 +339,16 @@ class FakeUpstream:
         finally:
             self.in_flight -= 1
             self.calls.append(
-                Call(operation, target, key, started, self.clock.monotonic(), outcome, next_token)
+                Call(
+                    operation,
+                    target,
+                    key,
+                    started,
+                    self.clock.monotonic(),
+                    outcome,
+                    next_token,
+                    wanted,
+                )
             )
 
     def _scripted_error(self, operation: str, target: Target | None) -> UpstreamError | None:
@@ -397,7 +418,7 @@ class FakeUpstream:
     def _describe(self, target: Target) -> ServerState:
         return self._server(target).state_at(self.clock.monotonic())
 
-    def _list(self, key: BucketKey, next_token: str | None) -> Page:
+    def _list(self, key: BucketKey, next_token: str | None, wanted: frozenset[str] | None) -> Page:
         now = self.clock.monotonic()
         ids = sorted(t.server_id for t in self.servers if t.bucket == key)
         start = 0
@@ -410,6 +431,7 @@ class FakeUpstream:
         states = {
             sid: self.servers[Target(key.account_id, key.region, sid)].state_at(now)
             for sid in chunk
+            if wanted is None or sid in wanted
         }
         return Page(states, f"page-{end}" if end < len(ids) else None, self._request_id())
 

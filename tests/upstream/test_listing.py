@@ -1,5 +1,5 @@
-"""Polls read ListServers pages compactly (only id and state), and the AWS-compatible face still
-gets whole pages: both over a real socket to the emulator."""
+"""Polls read ListServers pages compactly (only id and state, and only of the servers watched),
+and the AWS-compatible face still gets whole pages: both over a real socket to the emulator."""
 
 from __future__ import annotations
 
@@ -71,3 +71,19 @@ class TestCompactListing:
             raw = await upstream.call_raw(KEY, "list_servers")
         assert [set(s) for s in raw["Servers"]] == [{"ServerId", "State"}] * 3
         assert raw["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+    async def test_a_poll_keeps_only_the_servers_it_watches(
+        self, emulator: Emulator, upstream: AioUpstream
+    ) -> None:
+        """1,500 servers over two pages, 3 watched (one per page and one AWS does not know):
+        each page holds the watched servers on it, with their states, and the same token as
+        the whole page's."""
+        ids = sorted(emulator.create_servers(1500, account=ACCOUNT, region=KEY.region))
+        await upstream.stop_server(Target(ACCOUNT, KEY.region, ids[1200]))  # pages: id order
+        wanted = frozenset({ids[3], ids[1200], "s-ffffffffffffffff0"})
+        first = await upstream.list_servers(KEY, None, wanted)
+        assert first.states == {ids[3]: ServerState.ONLINE}
+        assert first.next_token == (await upstream.list_servers(KEY, None)).next_token
+        second = await upstream.list_servers(KEY, first.next_token, wanted)
+        assert second.states == {ids[1200]: ServerState.OFFLINE}
+        assert second.next_token is None
