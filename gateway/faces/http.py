@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import math
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -17,7 +16,6 @@ from aiohttp import web
 from google.protobuf import json_format
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway.clock import Clock
 from gateway.core.operation import START, STOP, WATCH, Operation
 from gateway.core.operations import Core
@@ -28,6 +26,7 @@ from gateway.faces.bodies import BodyError, BodyProblem, parse_json, read_body
 from gateway.faces.call import Ask, Calls
 from gateway.faces.connections import raw_response
 from gateway.faces.messages import error_to_status, update_to_proto
+from gateway.faces.openapi import GRPC_TIMEOUT, NDJSON, SSE, openapi_document
 from gateway.faces.request_ids import echo as echo_request_id
 from gateway.faces.request_ids import of_request as request_id_of
 from gateway.faces.sse import LAST_EVENT_ID, EventIds, ResumeFrom, parse_last_event_id, retry_frame
@@ -37,13 +36,11 @@ from gateway.observability import Metrics
 
 log = structlog.get_logger(__name__)
 
-NDJSON = "application/x-ndjson"
-SSE = "text/event-stream"
 #: Fields as HTTP callers spell them (proto JSON's lowerCamelCase), so errors name them so too.
 FIELD_NAMES = ("serverId", "accountId", "region")
 _BODY_FIELDS = frozenset({"accountId", "region"})
 #: grpc-gateway reads a deadline from `Grpc-Timeout` in gRPC's own format (e.g. `2S`, `500m`).
-_TIMEOUT_RE = re.compile(r"([0-9]{1,8})([HMSmun])")
+_TIMEOUT_RE = GRPC_TIMEOUT
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 #: Request bodies are two short strings; anything much larger is a mistake or an attack.
 MAX_BODY_BYTES = 16 * 1024
@@ -77,6 +74,7 @@ class HttpApi:
         limits: CallerLimits | None = None,
     ) -> None:
         self._core = core
+        self._access = access
         #: How long a request body may take to arrive (None: as long as it likes).
         self._body_timeout = body_timeout_seconds
         #: The call wrapper; `access` says who may act on which account (gateway.faces.auth;
@@ -239,7 +237,8 @@ class HttpApi:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def openapi(self, request: web.Request) -> web.Response:
-        return web.json_response(openapi_document())
+        auth = self._access.settings if self._access is not None else None
+        return web.json_response(openapi_document(self._core.settings, auth))
 
 
 # -- rendering -----------------------------------------------------------------------------------
@@ -409,398 +408,3 @@ async def _read_json_body(
         else:
             out[key] = value
     return out, tuple(violations)
-
-
-# -- OpenAPI --------------------------------------------------------------------------------------
-_SERVER_ID_PARAM: dict[str, Any] = {
-    "name": "serverId",
-    "in": "path",
-    "required": True,
-    "description": "Transfer Family server id: `s-` and 17 lower-case hex digits.",
-    "schema": {"type": "string", "example": "s-0123456789abcdef0"},
-}
-_TIMEOUT_PARAM: dict[str, Any] = {
-    "name": "Grpc-Timeout",
-    "in": "header",
-    "required": False,
-    "description": "Deadline in gRPC's format (digits and a unit H, M, S, m, u, n), e.g. `30S`.",
-    "schema": {"type": "string"},
-}
-_LAST_EVENT_ID_PARAM: dict[str, Any] = {
-    "name": LAST_EVENT_ID,
-    "in": "header",
-    "required": False,
-    "description": "SSE only: the `id` of the last event had, to resume the watch after it"
-    " (docs/http.md).",
-    "schema": {"type": "string"},
-}
-_ERROR_STATUSES = ("400", "401", "403", "404", "409", "429", "500", "503", "504")
-
-
-def _stream_responses(summary: str) -> dict[str, Any]:
-    ref = {"$ref": "#/components/schemas/Status"}
-    responses: dict[str, Any] = {
-        "200": {
-            "description": summary,
-            "content": {
-                NDJSON: {"schema": {"$ref": "#/components/schemas/StreamLine"}},
-                SSE: {"schema": {"type": "string"}},
-            },
-        }
-    }
-    for status in _ERROR_STATUSES:
-        entry: dict[str, Any] = {
-            "description": "An error known before the first update (google.rpc.Status).",
-            "content": {"application/json": {"schema": ref}},
-        }
-        if status == "429":
-            entry["headers"] = {
-                "Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}
-            }
-        responses[status] = entry
-    return responses
-
-
-def _json_responses(summary: str, schema: str) -> dict[str, Any]:
-    responses: dict[str, Any] = {
-        "200": {
-            "description": summary,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
-        }
-    }
-    for status in _ERROR_STATUSES:
-        responses[status] = {
-            "description": "An error (google.rpc.Status).",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}},
-        }
-    return responses
-
-
-def _job_paths() -> dict[str, Any]:
-    """The fleet-job routes (gateway/faces/jobs.py; docs/jobs.md): proto JSON of the messages
-    in gateway.proto (CreateJobRequest, Job, ListJobsResponse, JobUpdate) and
-    google.longrunning.Operation."""
-    job_id = {
-        "name": "jobId",
-        "in": "path",
-        "required": True,
-        "description": "A job id: `job-` and 16 hex digits.",
-        "schema": {"type": "string"},
-    }
-    body = {
-        "required": True,
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/CreateJobRequest"}}
-        },
-    }
-    return {
-        "/v1/jobs": {
-            "post": {
-                "operationId": "CreateJob",
-                "summary": "Stop or start many servers as one durable job (listed or selected);"
-                " answers a google.longrunning.Operation at once.",
-                "requestBody": body,
-                "responses": _json_responses("The job's Operation.", "Operation"),
-            },
-            "get": {
-                "operationId": "ListJobs",
-                "summary": "The jobs, newest first (without their servers).",
-                "parameters": [
-                    {"name": "pageSize", "in": "query", "schema": {"type": "integer"}},
-                    {"name": "pageToken", "in": "query", "schema": {"type": "string"}},
-                ],
-                "responses": _json_responses("One page of jobs.", "ListJobsResponse"),
-            },
-        },
-        "/v1/jobs/{jobId}": {
-            "get": {
-                "operationId": "GetJob",
-                "summary": "A job with each of its servers' progress.",
-                "parameters": [job_id],
-                "responses": _json_responses("The job.", "Job"),
-            }
-        },
-        "/v1/jobs/{jobId}:watch": {
-            "get": {
-                "operationId": "WatchJob",
-                "summary": "Stream a job: the job, then one line per change, until it ends.",
-                "parameters": [job_id],
-                "responses": _stream_responses("One line (or SSE event) per JobUpdate."),
-            }
-        },
-        "/v1/jobs/{jobId}:cancel": {
-            "post": {
-                "operationId": "CancelJob",
-                "summary": "Request nothing more; what was requested is watched to its end.",
-                "parameters": [job_id],
-                "responses": _json_responses("The job.", "Job"),
-            }
-        },
-    }
-
-
-def _ui_paths() -> dict[str, Any]:
-    """The live page's routes (gateway/faces/ui.py; docs/ui.md): HTML for people, not an API."""
-
-    def page(operation: str, summary: str, responses: dict[str, Any]) -> dict[str, Any]:
-        return {"operationId": operation, "summary": summary, "responses": responses}
-
-    signed_out = {"401": {"description": "Auth on and no credentials: the sign-in form."}}
-    return {
-        "/ui": {
-            "get": page(
-                "UiPage",
-                "The live control-plane page (HTML).",
-                {"200": {"description": "The page."}, **signed_out},
-            )
-        },
-        "/ui/events": {
-            "get": page(
-                "UiEvents",
-                "The page's stream: one SSE `snapshot` event a second.",
-                {
-                    "200": {"description": "SSE", "content": {SSE: {"schema": {"type": "string"}}}},
-                    "401": {"description": "No credentials."},
-                },
-            )
-        },
-        "/ui/static/{name}": {
-            "get": {
-                **page(
-                    "UiStatic",
-                    "The page's script, styles and the vendored uPlot.",
-                    {"200": {"description": "The file."}, "404": {"description": "No such file."}},
-                ),
-                "parameters": [
-                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-            }
-        },
-        "/ui/login": {
-            "post": page(
-                "UiLogin",
-                "The sign-in form (field `token`): sets the page's cookie (docs/security.md).",
-                {"303": {"description": "Signed in: to /ui."}, **signed_out},
-            )
-        },
-        "/ui/logout": {
-            "post": page(
-                "UiLogout",
-                "Forget the page's cookie.",
-                {"303": {"description": "To /ui."}},
-            )
-        },
-    }
-
-
-def openapi_document() -> dict[str, Any]:
-    """The OpenAPI 3 description of the JSON routes (tests check it against the router)."""
-    region_schema = {"type": "string", "description": "AWS region; default: the gateway's."}
-    account_schema = {"type": "string", "description": "12-digit account; default: the gateway's."}
-    return {
-        "openapi": "3.0.3",
-        "info": {
-            "title": "transfer-gateway HTTP API",
-            "version": "v1",
-            "description": "Stop, start and watch AWS Transfer Family servers under a"
-            " per-account budget.",
-        },
-        "paths": {
-            "/v1/servers/{serverId}:stop": {
-                "post": {
-                    "operationId": "StopServer",
-                    "summary": "Stop a server and stream its state until it is terminal.",
-                    "parameters": [_SERVER_ID_PARAM, _TIMEOUT_PARAM],
-                    "requestBody": {
-                        "required": False,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/StopServerBody"}
-                            }
-                        },
-                    },
-                    "responses": _stream_responses("One line (or SSE event) per state update."),
-                }
-            },
-            "/v1/servers/{serverId}:start": {
-                "post": {
-                    "operationId": "StartServer",
-                    "summary": "Start a server and stream its state until it is terminal"
-                    " (ONLINE, or START_FAILED then the error). A no-op on an ONLINE server.",
-                    "parameters": [_SERVER_ID_PARAM, _TIMEOUT_PARAM],
-                    "requestBody": {
-                        "required": False,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/StopServerBody"}
-                            }
-                        },
-                    },
-                    "responses": _stream_responses("One line (or SSE event) per state update."),
-                }
-            },
-            "/v1/servers/{serverId}:watch": {
-                "get": {
-                    "operationId": "WatchServer",
-                    "summary": "Stream a server's state without changing it, until terminal.",
-                    "parameters": [
-                        _SERVER_ID_PARAM,
-                        {"name": "accountId", "in": "query", "schema": account_schema},
-                        {"name": "region", "in": "query", "schema": region_schema},
-                        _TIMEOUT_PARAM,
-                        _LAST_EVENT_ID_PARAM,
-                    ],
-                    "responses": {
-                        **_stream_responses("One line (or SSE event) per state update."),
-                        "204": {"description": "SSE: the Last-Event-ID ended its stream."},
-                    },
-                }
-            },
-            **_job_paths(),
-            **_ui_paths(),
-            "/healthz": {
-                "get": {
-                    "operationId": "Healthz",
-                    "summary": "The process is alive.",
-                    "responses": {"200": {"description": "Alive."}},
-                }
-            },
-            "/readyz": {
-                "get": {
-                    "operationId": "Readyz",
-                    "summary": "Ready to serve: started, not draining, upstream and limiter up.",
-                    "responses": {
-                        "200": {"description": "Ready."},
-                        "503": {"description": "Starting, draining, or a dependency is down."},
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "operationId": "Metrics",
-                    "summary": "Prometheus metrics (text exposition format).",
-                    "responses": {"200": {"description": "Metrics."}},
-                }
-            },
-            "/openapi.json": {
-                "get": {
-                    "operationId": "OpenApi",
-                    "summary": "This document.",
-                    "responses": {"200": {"description": "OpenAPI 3 JSON."}},
-                }
-            },
-            "/": {
-                "post": {
-                    "operationId": "AwsJson11",
-                    "summary": "AWS-compatible Transfer Family endpoint (JSON 1.1, X-Amz-Target"
-                    " TransferService.StopServer, StartServer, DescribeServer, ListServers).",
-                    "responses": {
-                        "200": {"description": "As AWS answers."},
-                        "400": {"description": "An AWS error (`__type`, `Message`)."},
-                        "500": {"description": "An AWS server error (`__type`, `Message`)."},
-                    },
-                }
-            },
-        },
-        "components": {
-            "schemas": {
-                "StopServerBody": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {"accountId": account_schema, "region": region_schema},
-                },
-                "ServerStateUpdate": {
-                    "type": "object",
-                    "required": [
-                        "serverId",
-                        "accountId",
-                        "region",
-                        "state",
-                        "stage",
-                        "terminal",
-                        "awsRequestId",
-                        "budgetWait",
-                    ],
-                    "properties": {
-                        "serverId": {"type": "string"},
-                        "accountId": {"type": "string"},
-                        "region": {"type": "string"},
-                        "state": {
-                            "type": "string",
-                            "enum": [
-                                "SERVER_STATE_UNSPECIFIED",
-                                "SERVER_STATE_OFFLINE",
-                                "SERVER_STATE_ONLINE",
-                                "SERVER_STATE_STARTING",
-                                "SERVER_STATE_STOPPING",
-                                "SERVER_STATE_START_FAILED",
-                                "SERVER_STATE_STOP_FAILED",
-                            ],
-                        },
-                        # From the proto, so a new operation's stage shows up by itself.
-                        "stage": {"type": "string", "enum": list(pb.Stage.keys())},
-                        "observedAt": {"type": "string", "format": "date-time"},
-                        "terminal": {"type": "boolean"},
-                        "awsRequestId": {"type": "string"},
-                        "budgetWait": {"type": "string", "description": "Duration, e.g. `0.5s`."},
-                    },
-                },
-                "Status": {
-                    "type": "object",
-                    "required": ["code", "message"],
-                    "properties": {
-                        "code": {"type": "integer"},
-                        "message": {"type": "string"},
-                        "details": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "required": ["@type"],
-                                "properties": {"@type": {"type": "string"}},
-                            },
-                        },
-                    },
-                },
-                "CreateJobRequest": {
-                    "type": "object",
-                    "description": "transfer_gateway.v1.CreateJobRequest in proto JSON:"
-                    " operation (JOB_OPERATION_STOP or JOB_OPERATION_START), targets"
-                    " [{serverId, accountId, region}] or selector {accountIds, regions, states,"
-                    " tags}, requestId.",
-                    "properties": {
-                        "operation": {
-                            "type": "string",
-                            "enum": ["JOB_OPERATION_STOP", "JOB_OPERATION_START"],
-                        },
-                        "targets": {"type": "array", "items": {"type": "object"}},
-                        "selector": {"type": "object"},
-                        "requestId": {"type": "string"},
-                    },
-                },
-                "Job": {
-                    "type": "object",
-                    "description": "transfer_gateway.v1.Job in proto JSON (docs/jobs.md).",
-                },
-                "ListJobsResponse": {
-                    "type": "object",
-                    "properties": {
-                        "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
-                        "nextPageToken": {"type": "string"},
-                    },
-                },
-                "Operation": {
-                    "type": "object",
-                    "description": "google.longrunning.Operation: name operations/<jobId>,"
-                    " metadata (a Job), done, then response (a Job) or error (google.rpc.Status).",
-                },
-                "StreamLine": {
-                    "type": "object",
-                    "description": "One NDJSON line: a result, or a last error.",
-                    "properties": {
-                        "result": {"$ref": "#/components/schemas/ServerStateUpdate"},
-                        "error": {"$ref": "#/components/schemas/Status"},
-                    },
-                },
-            }
-        },
-    }

@@ -33,8 +33,9 @@ from gateway.core.jobs import (
 from gateway.domain import Target
 from gateway.errors import ErrorKind, FieldViolation, GatewayError, InvalidArgument
 from gateway.faces.auth import Access, Caller, grpc_caller, request_caller
-from gateway.faces.http import NDJSON, SSE, _send, _wants_sse, error_response, status_json
+from gateway.faces.http import _send, _wants_sse, error_response, status_json
 from gateway.faces.messages import STATES, error_to_status
+from gateway.faces.openapi import NDJSON, SSE
 from gateway.observability import Metrics
 
 log = structlog.get_logger(__name__)

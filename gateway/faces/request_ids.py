@@ -12,7 +12,8 @@ from aiohttp import web
 HEADER = "x-request-id"
 #: What a caller's id may be: printable, no spaces or control characters (a NUL, a newline
 #: would forge log lines), at most 128 characters (a 10 kB id must not make a 10 kB line).
-_SANE = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
+PATTERN = r"[A-Za-z0-9._:/+=@-]{1,128}"
+_SANE = re.compile(PATTERN)
 _KEY = web.RequestKey("request_id", str)
 
 

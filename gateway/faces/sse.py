@@ -27,7 +27,7 @@ RETRY_MS = 2000
 #: event on every connection problem, and a listener for ours would hear both.
 EVENT_NAMES = {"result": "result", "error": "status"}
 
-_ID_RE = re.compile(
+ID_RE = re.compile(
     r"(?P<server>[^.\s]{1,64})\.(?P<seq>[1-9][0-9]{0,11})\.(?P<state>[A-Z_]{1,20})(?P<end>\.end)?"
 )
 _STATES = {state.value: state for state in ServerState}
@@ -59,7 +59,7 @@ def parse_last_event_id(raw: str, server_id: str) -> ResumeFrom | FieldViolation
     """The header's value for the stream of `server_id` (as the path names it), or what is wrong
     with it. Only ids this gateway sends are accepted: a client's own id cannot say where to
     resume."""
-    match = _ID_RE.fullmatch(raw)
+    match = ID_RE.fullmatch(raw)
     if match is None or match["state"] not in _STATES:
         return FieldViolation(
             LAST_EVENT_ID,

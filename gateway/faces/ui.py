@@ -169,7 +169,10 @@ class UiRoutes:
     async def static(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         if name not in _FILES:
-            raise web.HTTPNotFound()
+            # The table's 404, as every other error of the face (not aiohttp's text/plain).
+            return error_response(
+                GatewayError(ErrorKind.ROUTE_NOT_FOUND, f"no file {name[:100]!r} under /ui/static/")
+            )
         return web.Response(
             body=self._files[name],
             content_type=_FILES[name],

@@ -1,4 +1,6 @@
-"""/openapi.json is kept true: it matches the router, and fuzzing its JSON routes finds no 5xx."""
+"""/openapi.json is kept true: it is derived from the proto, matches the router and the proto's
+google.api.http annotations, and fuzzing its JSON routes finds no 5xx (schemathesis runs on it
+too: tests/http/test_schemathesis.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.app import GatewayApp
-from gateway.faces.http import NDJSON, SSE
+from gateway.config import AuthSettings, CallerSettings, CoreSettings
+from gateway.faces.openapi import NDJSON, SERVICE, SSE, http_rule, openapi_document
+from gateway.names import SERVER_ID
+from gateway.regions import transfer_regions
 from tests.support.http_helpers import base_url
 
 #: The streaming routes: every answer they give must be one the document declares.
@@ -53,11 +58,127 @@ class TestDocument:
     async def test_every_reference_resolves(
         self, gateway: GatewayApp, client: aiohttp.ClientSession
     ) -> None:
-        """Each `$ref` names a schema the document defines."""
+        """Each `$ref` names a component the document defines, and every component is used."""
         document = await _document(client, gateway)
-        refs = re.findall(r'"\$ref": "#/components/schemas/(\w+)"', json.dumps(document))
+        refs = set(re.findall(r'"\$ref": "#/components/(\w+)/([^"]+)"', json.dumps(document)))
+        defined = {(kind, name) for kind, items in document["components"].items() for name in items}
         assert refs
-        assert set(refs) <= set(document["components"]["schemas"])
+        assert refs <= defined
+        unused = {(k, n) for k, n in defined - refs if k != "securitySchemes"}
+        assert unused == set()
+
+    def test_each_rpc_is_its_annotated_route_with_its_request_fields(self) -> None:
+        """Every RPC of the service is documented at its google.api.http route and method,
+        and the operation's path, query and body fields are exactly the request message's
+        (path variables in the path; the rest in the body for `body: "*"`, else the query),
+        in proto3 JSON names; the answer is the response message (a stream for streams)."""
+        document = openapi_document()
+        schemas = document["components"]["schemas"]
+        for method in SERVICE.methods:
+            verb, path, body = http_rule(method)
+            operation = document["paths"][path][verb]
+            assert operation["operationId"] == method.name
+            fields = {f.json_name for f in method.input_type.fields}
+            params = [p for p in operation["parameters"] if "$ref" not in p]
+            in_path = {p["name"] for p in params if p["in"] == "path"}
+            query = {p["name"] for p in params if p["in"] == "query"}
+            assert in_path == set(re.findall(r"\{(\w+)\}", path))
+            sent = set()
+            if "requestBody" in operation:
+                name = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+                sent = set(schemas[name.rsplit("/", 1)[1]]["properties"])
+            assert in_path | query | sent == fields
+            assert not (query and body), method.name
+            assert bool(sent) == (body == "*" and fields != in_path), method.name
+            ok = operation["responses"]["200"]["content"]
+            output = method.output_type.full_name
+            if method.server_streaming:
+                assert set(ok) == {NDJSON, SSE}
+                line = ok[NDJSON]["itemSchema"]["$ref"].rsplit("/", 1)[1]
+                result = schemas[line]["properties"]["result"]["$ref"]
+                assert result.endswith("/" + output)
+            else:
+                assert ok["application/json"]["schema"]["$ref"].endswith("/" + output)
+
+    def test_messages_are_proto3_json_of_the_proto(self) -> None:
+        """A message's schema has each proto field under its JSON name, enums as their value
+        names, and (in what the gateway writes) every field without presence required."""
+        schemas = openapi_document()["components"]["schemas"]
+        update = schemas["transfer_gateway.v1.ServerStateUpdate"]
+        descriptor = SERVICE.methods_by_name["StopServer"].output_type
+        assert set(update["properties"]) == {f.json_name for f in descriptor.fields}
+        assert update["additionalProperties"] is False
+        assert update["properties"]["state"]["enum"] == [
+            v.name for v in descriptor.fields_by_name["state"].enum_type.values
+        ]
+        assert update["properties"]["observedAt"] == {"type": "string", "format": "date-time"}
+        # Message fields (Timestamp, Duration) have presence: absent when unset.
+        assert set(update["required"]) == {
+            "serverId",
+            "accountId",
+            "region",
+            "state",
+            "stage",
+            "terminal",
+            "awsRequestId",
+        }
+
+    def test_what_the_proto_cannot_say_is_stated(self) -> None:
+        """Patterns and the regions validation accepts, the Grpc-Timeout and request-id
+        headers, google.rpc.Status for every status of the error table, the AWS face's
+        target header and bodies, and security schemes."""
+        document = openapi_document(CoreSettings(extra_regions=("mars-1",)))
+        stop = document["paths"]["/v1/servers/{serverId}:stop"]["post"]
+        (server,) = [p for p in stop["parameters"] if p.get("name") == "serverId"]
+        assert re.fullmatch(server["schema"]["pattern"].strip("^$"), "s-0123456789abcdef0")
+        assert server["schema"]["pattern"] == f"^{SERVER_ID.pattern}$"
+        body = document["components"]["schemas"]["transfer_gateway.v1.StopServerRequest.Body"]
+        regions = body["properties"]["region"]["enum"]
+        assert set(regions) == {"", "mars-1", *transfer_regions()}
+        timeout = document["components"]["parameters"]["GrpcTimeout"]
+        assert timeout["name"] == "Grpc-Timeout"
+        assert re.fullmatch(timeout["schema"]["pattern"].strip("^$"), "30S")
+        assert not re.fullmatch(timeout["schema"]["pattern"].strip("^$"), "30s")
+        for status in ("400", "401", "403", "404", "409", "429", "500", "503", "504"):
+            assert stop["responses"][status] == {"$ref": f"#/components/responses/Error{status}"}
+        error = document["components"]["responses"]["Error404"]
+        assert "SERVER_NOT_FOUND" in error["description"]
+        assert error["content"]["application/json"]["schema"]["$ref"].endswith("google.rpc.Status")
+        aws = document["paths"]["/"]["post"]
+        (target,) = [p for p in aws["parameters"] if p.get("name") == "X-Amz-Target"]
+        assert target["schema"]["enum"] == [
+            "TransferService.StopServer",
+            "TransferService.StartServer",
+            "TransferService.DescribeServer",
+            "TransferService.ListServers",
+        ]
+        stop_input = document["components"]["schemas"]["aws.transfer.StopServerRequest"]
+        assert stop_input["required"] == ["ServerId"]
+        assert set(document["components"]["securitySchemes"]) == {"bearer", "mutualTLS", "sigv4"}
+
+    def test_security_is_applied_as_the_gateway_applies_it(self) -> None:
+        """Auth off: nothing is asked for (the AWS face reads a SigV4 header if sent). Auth
+        on: a bearer token or a client certificate on every API route, SigV4 too on the AWS
+        face; health, readiness and this document stay open; /metrics as configured."""
+        off = openapi_document()
+        assert off["paths"]["/v1/jobs"]["post"]["security"] == []
+        assert {} in off["paths"]["/"]["post"]["security"]
+        auth = AuthSettings(callers=(CallerSettings(name="ops", token_sha256="0" * 64),))
+        on = openapi_document(CoreSettings(), auth)
+        paths = on["paths"]
+        assert paths["/v1/servers/{serverId}:stop"]["post"]["security"] == [
+            {"bearer": []},
+            {"mutualTLS": []},
+        ]
+        assert {"sigv4": []} in paths["/"]["post"]["security"]
+        assert {} not in paths["/"]["post"]["security"]
+        for open_path in ("/healthz", "/readyz", "/openapi.json"):
+            assert paths[open_path]["get"]["security"] == []
+        assert paths["/metrics"]["get"]["security"] == [{"bearer": []}, {"mutualTLS": []}]
+        scraped = openapi_document(
+            CoreSettings(), AuthSettings(callers=auth.callers, metrics_require_auth=False)
+        )
+        assert scraped["paths"]["/metrics"]["get"]["security"] == []
 
 
 def _strategy_for(document: dict[str, Any], path: str) -> st.SearchStrategy[dict[str, Any]]:
@@ -75,11 +196,12 @@ def _strategy_for(document: dict[str, Any], path: str) -> st.SearchStrategy[dict
     query = {
         p["name"]: st.one_of(st.none(), values[p["name"]])
         for p in operation.get("parameters", [])
-        if p["in"] == "query"
+        if p.get("in") == "query"
     }
     body: st.SearchStrategy[Any] = st.none()
     if "requestBody" in operation:
-        props = document["components"]["schemas"]["StopServerBody"]["properties"]
+        body_schema = "transfer_gateway.v1.StopServerRequest.Body"
+        props = document["components"]["schemas"][body_schema]["properties"]
         body = st.one_of(
             st.none(),
             st.fixed_dictionaries({}, optional={k: values[k] for k in props}),
@@ -126,7 +248,7 @@ class TestFuzz:
                 answers.append(response.status)
                 assert response.status < 500, await response.text()
                 assert str(response.status) in responses
-                declared = responses[str(response.status)]["content"]
+                declared = _resolve(document, responses[str(response.status)])["content"]
                 content_type = response.headers["Content-Type"].split(";")[0]
                 assert content_type in declared
                 if response.status == 200:
@@ -145,6 +267,15 @@ class TestFuzz:
         await asyncio.to_thread(run)
         assert len(answers) >= 60
         assert {400, 404} <= set(answers)  # the fuzz reached both validation and AWS
+
+
+def _resolve(document: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    """`item`, or what its `$ref` (#/components/...) names."""
+    if "$ref" not in item:
+        return item
+    _, _, kind, name = item["$ref"].split("/", 3)
+    resolved: dict[str, Any] = document["components"][kind][name]
+    return resolved
 
 
 def _quote_path(segment: str) -> str:
