@@ -332,7 +332,62 @@ def load_serve_settings(
     from gateway.config_file import CONFIG_ENV, load_settings
 
     overrides = {SERVE_FLAG_KEYS[d]: getattr(args, d) for d in given if d in SERVE_FLAG_KEYS}
-    return load_settings(args.config or environ.get(CONFIG_ENV), environ, overrides)
+    settings = load_settings(args.config or environ.get(CONFIG_ENV), environ, overrides)
+    _refuse_inert_flags(settings, args, given)
+    return settings
+
+
+#: serve flags only the embedded emulator reads, and those only the Redis limiter reads.
+_EMULATOR_DESTS = frozenset(
+    {"demo_servers", "emulator_host", "emulator_port"}
+    | {d for d in SERVE_FLAG_KEYS if d.startswith("emulator_")}
+)
+_REDIS_DESTS = frozenset({"redis_url", "redis_prefix", "redis_outage", "expected_replicas"})
+#: Counts whose 0 asks for nothing, which is what a mode without an emulator does anyway
+#: (`--upstream-endpoint URL --demo-servers 0` is how replicas are started, docs/replicas.md).
+_NONE_ASKED = frozenset({"demo_servers", "emulator_seed"})
+
+
+def _asks_for_something(dest: str, value: object) -> bool:
+    """Whether the flag's value would change anything: not the default, not a 0 count."""
+    default: object = Settings()
+    for part in SERVE_FLAG_KEYS[dest].split("."):
+        default = getattr(default, part)
+    return value != default and not (dest in _NONE_ASKED and value == 0)
+
+
+def _refuse_inert_flags(settings: Settings, args: argparse.Namespace, given: set[str]) -> None:
+    """A flag written on the command line that this mode would ignore is an error, not a
+    silent no-op (`--emulator-seed 3` with `--upstream aws` seeded nothing). Only flags, and
+    only values that ask for something: a config file may well hold settings for modes that
+    an environment variable switches between."""
+    emulator_off = None
+    if settings.upstream != "emulator":
+        emulator_off = f"--upstream {settings.upstream}"
+    elif settings.endpoint_url is not None:
+        emulator_off = "an upstream endpoint (--upstream-endpoint, endpoint_url)"
+    inert = []
+    if emulator_off is not None:
+        inert += [
+            (
+                d,
+                f"{emulator_off}: only the embedded emulator reads it (--upstream emulator, no"
+                " --upstream-endpoint); drop the flag",
+            )
+            for d in sorted(given & _EMULATOR_DESTS)
+        ]
+    if settings.limiter != "redis":
+        inert += [
+            (
+                d,
+                f"limiter = {settings.limiter}: only the Redis limiter reads it; add --limiter"
+                " redis or drop the flag",
+            )
+            for d in sorted(given & _REDIS_DESTS)
+        ]
+    for dest, why in inert:
+        if _asks_for_something(dest, getattr(args, dest)):
+            raise SettingsError(f"--{dest.replace('_', '-')} does nothing with {why}")
 
 
 async def _serve(settings: Settings) -> int:

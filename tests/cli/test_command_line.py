@@ -26,6 +26,8 @@ CLI = str(Path(sys.executable).with_name("transfer-gateway"))
 TIMEOUT = 60.0
 #: Ports that are certainly free: every listener of a test's `serve` takes any free port.
 ANY_PORTS = ("--grpc-port", "0", "--http-port", "0", "--emulator-port", "0")
+#: The same without the embedded emulator's (`--upstream aws` refuses emulator flags).
+AWS_PORTS = ("--grpc-port", "0", "--http-port", "0")
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -139,7 +141,7 @@ class TestStartupFailures:
     async def test_aws_without_credentials_says_how_to_give_some(self) -> None:
         """`serve --upstream aws` with no credentials anywhere: one line naming the missing
         credentials, where they come from, and --upstream emulator (was NoCredentialsError)."""
-        code, out, err = await _run("serve", "--upstream", "aws", *ANY_PORTS)
+        code, out, err = await _run("serve", "--upstream", "aws", *AWS_PORTS)
         _assert_one_line(
             code, out, err, "no usable AWS credentials", "AWS_PROFILE", "--upstream emulator"
         )
@@ -155,7 +157,7 @@ class TestStartupFailures:
         endpoint = f"http://127.0.0.1:{closed}"
         env = _env(AWS_ACCESS_KEY_ID="AKIAEXAMPLEEXAMPLE", AWS_SECRET_ACCESS_KEY="x")
         code, out, err = await _run(
-            "serve", "--upstream", "aws", "--upstream-endpoint", endpoint, *ANY_PORTS, env=env
+            "serve", "--upstream", "aws", "--upstream-endpoint", endpoint, *AWS_PORTS, env=env
         )
         _assert_one_line(code, out, err, f"cannot reach {endpoint}", "check the network")
 
@@ -196,7 +198,7 @@ class TestStartupAgainstABadSts:
         sts = _Sts("close")
         async with sts as endpoint:
             code, out, err = await _run(
-                "serve", "--upstream", "aws", "--upstream-endpoint", endpoint, *ANY_PORTS, env=env
+                "serve", "--upstream", "aws", "--upstream-endpoint", endpoint, *AWS_PORTS, env=env
             )
         _assert_one_line(code, out, err, endpoint, "check the network")
         assert 1 <= sts.connections <= 2
@@ -209,7 +211,7 @@ class TestStartupAgainstABadSts:
         env = _env(AWS_ACCESS_KEY_ID="AKIAEXAMPLEEXAMPLE", AWS_SECRET_ACCESS_KEY="x")
         async with _Sts("hang") as endpoint:
             code, out, err = await _run(
-                "serve", "--upstream", "aws", "--upstream-endpoint", endpoint, *ANY_PORTS, env=env
+                "serve", "--upstream", "aws", "--upstream-endpoint", endpoint, *AWS_PORTS, env=env
             )
         _assert_one_line(code, out, err, endpoint, "did not answer")
 
@@ -268,6 +270,36 @@ class TestStopLines:
         assert summary == f"stopped 1 of 2 server(s); failed: {missing} (NOT_FOUND)"
         assert "FAILED" not in out
         assert "OFFLINE" in out
+
+
+class TestFlagsThatCannotApply:
+    @pytest.mark.parametrize(
+        ("flags", "needles"),
+        [
+            (("--upstream", "aws", "--emulator-seed", "3"), ("--emulator-seed", "--upstream aws")),
+            (
+                ("--upstream-endpoint", "http://127.0.0.1:9", "--emulator-fault-rate", "1"),
+                ("--emulator-fault-rate", "--upstream-endpoint"),
+            ),
+            (("--upstream", "aws", "--demo-servers", "2"), ("--demo-servers",)),
+            (("--redis-url", "redis://127.0.0.1:6380/1"), ("--redis-url", "--limiter redis")),
+            (("--expected-replicas", "3", "--redis-outage", "degrade"), ("--expected-replicas",)),
+        ],
+    )
+    async def test_a_flag_the_mode_ignores_is_refused(
+        self, flags: tuple[str, ...], needles: tuple[str, ...]
+    ) -> None:
+        """A flag that would be accepted and do nothing (an emulator flag with no embedded
+        emulator, a Redis flag with the local limiter) is refused at once: exit 2 and one
+        line naming the flag and what it needs, before anything listens or calls AWS."""
+        env = _env(AWS_ACCESS_KEY_ID="AKIAEXAMPLEEXAMPLE", AWS_SECRET_ACCESS_KEY="x")
+        code, out, err = await _run("serve", *AWS_PORTS, *flags, env=env)
+        assert code == 2, (out, err)
+        (line,) = err.strip().splitlines()
+        assert line.startswith("transfer-gateway: ")
+        for needle in needles:
+            assert needle in line
+        assert "listening" not in out
 
 
 class TestEmulatorSeed:
