@@ -127,9 +127,6 @@ class HttpApi:
         # A reconnecting EventSource names the last event it had (gateway.faces.sse). Only a
         # watch resumes: EventSource never POSTs, and a POST asked again is a new ask.
         resume = _last_event_id(request)
-        if isinstance(resume, ResumeFrom) and resume.ended:
-            # The client had the stream's end: 204 tells EventSource to stop reconnecting.
-            return web.Response(status=204, headers={"Cache-Control": "no-cache"})
         violations = (resume,) if isinstance(resume, FieldViolation) else ()
 
         async def ask() -> Ask:
@@ -143,9 +140,32 @@ class HttpApi:
                 violations=violations,
             )
 
+        if isinstance(resume, ResumeFrom) and resume.ended:
+            return await self._ended(request, ask)
         return await self._serve(
             request, WATCH, ask, resume=resume if isinstance(resume, ResumeFrom) else None
         )
+
+    async def _ended(self, request: web.Request, ask: Callable[[], Awaitable[Ask]]) -> web.Response:
+        """A reconnect after the stream's end: 204, which tells EventSource to stop. Still a
+        call like any watch (logged, counted, on the caller's limits, its fields and access
+        checked), so no request reaches the gateway unseen; it reads nothing upstream and
+        spends no budget."""
+        async with self._calls.open(
+            WATCH.name,
+            server=request.match_info["serverId"],
+            streaming=False,
+            request_id=request_id_of(request),
+        ) as call:
+            try:
+                await call.admit(
+                    await ask(),
+                    who=lambda access: request_caller(request),
+                    timeout=lambda: _timeout(request),
+                )
+            except Exception as exc:
+                return error_response(call.failed(exc))
+            return web.Response(status=204, headers={"Cache-Control": "no-cache"})
 
     async def _serve(
         self,

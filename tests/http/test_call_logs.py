@@ -105,3 +105,54 @@ class TestSameLineOnEveryFace:
         for face in ("grpc", "http", "aws"):
             counted = gateway.metrics.calls.labels(face, "StopServer", "NOT_FOUND")._value.get()
             assert counted == 1, face
+
+
+class TestTheEndOfAnSseWatch:
+    async def test_a_reconnect_after_the_end_is_logged_and_counted_as_a_watch(
+        self, gateway: GatewayApp, client: aiohttp.ClientSession
+    ) -> None:
+        """EventSource reconnecting with a `.end` id gets 204 (it stops), and that answer is a
+        WatchServer call like any other: call.start and call.end with every field (the
+        server, the resolved account and region, the request id it was sent), outcome OK, the
+        calls counter; it reads nothing upstream."""
+        assert gateway.emulator is not None
+        (server_id,) = gateway.emulator.create_servers(1)
+        url = f"{base_url(gateway)}/v1/servers/{server_id}:watch"
+        headers = {
+            "Accept": "text/event-stream",
+            "Last-Event-ID": f"{server_id}.3.OFFLINE.end",
+            "x-request-id": "reconnect-1",
+        }
+        counted = gateway.metrics.calls.labels("http", "WatchServer", "OK")
+        before = counted._value.get()
+        reads = gateway.emulator.calls("ListServers") + gateway.emulator.calls("DescribeServer")
+        with structlog.testing.capture_logs() as logs:
+            async with client.get(url, headers=headers) as response:
+                assert response.status == 204
+        lines = [e for e in logs if e["event"] in ("call.start", "call.end")]
+        assert [e["event"] for e in lines] == ["call.start", "call.end"]
+        end = lines[-1]
+        assert set(end) - {"event", "log_level"} == END_FIELDS
+        assert (end["face"], end["method"], end["outcome"]) == ("http", "WatchServer", "OK")
+        assert (end["server"], end["account"], end["region"]) == (
+            server_id,
+            "000000000000",
+            "us-east-1",
+        )
+        assert end["request_id"] == "reconnect-1"
+        assert counted._value.get() == before + 1
+        after = gateway.emulator.calls("ListServers") + gateway.emulator.calls("DescribeServer")
+        assert after == reads
+
+    async def test_a_reconnect_after_the_end_still_checks_its_fields(
+        self, gateway: GatewayApp, client: aiohttp.ClientSession
+    ) -> None:
+        """A `.end` reconnect with a bad accountId is the watch's 400, not a 204."""
+        server_id = "s-0123456789abcdef0"
+        url = f"{base_url(gateway)}/v1/servers/{server_id}:watch?accountId=12"
+        headers = {"Accept": "text/event-stream", "Last-Event-ID": f"{server_id}.2.ONLINE.end"}
+        with structlog.testing.capture_logs() as logs:
+            async with client.get(url, headers=headers) as response:
+                assert response.status == 400
+        ends = [e for e in logs if e["event"] == "call.end"]
+        assert [e["outcome"] for e in ends] == ["INVALID_ARGUMENT"]
