@@ -156,6 +156,11 @@ class JobEvent:
     def now(cls, job: Job, item: JobItem | None, estimate: float | None) -> JobEvent:
         return cls(job, item, estimate, job.state, job.counts())
 
+    @property
+    def final(self) -> bool:
+        """The job's own change to an ended state: a watch's last event."""
+        return self.item is None and self.state is not None and self.state.ended
+
 
 class JobStore(Protocol):
     """Where jobs live across restarts (gateway.core.jobstore: SQLite, Redis, memory). Every
@@ -509,7 +514,7 @@ class JobManager:
                 if next_event is None:
                     return  # the gateway is closing: the job resumes at the next start
                 yield next_event
-                if next_event.item is None and next_event.state and next_event.state.ended:
+                if next_event.final:
                     return
         finally:
             run.watchers.discard(queue)

@@ -36,6 +36,13 @@ from gateway.faces.auth import Access, Caller, grpc_caller, request_caller
 from gateway.faces.http import _send, _wants_sse, error_response, status_json
 from gateway.faces.messages import STATES, error_to_status
 from gateway.faces.openapi import NDJSON, SSE
+from gateway.faces.sse import (
+    LAST_EVENT_ID,
+    JobEventIds,
+    JobResumeFrom,
+    parse_job_last_event_id,
+    retry_frame,
+)
 from gateway.observability import Metrics
 
 log = structlog.get_logger(__name__)
@@ -577,11 +584,20 @@ class JobRoutes:
         heartbeat: asyncio.Task[None] | None = None
         try:
             try:
+                # A reconnecting EventSource names the last event it had (gateway.faces.sse);
+                # a bad one is the caller's field, checked before the job is looked up.
+                resume = _last_event_id(request, sse)
+                if isinstance(resume, FieldViolation):
+                    raise InvalidArgument([resume])
                 job = await self._jobs.get(request.match_info["jobId"])
                 _Guard(self._access).check(self._caller(request), job)
             except GatewayError as exc:
                 outcome = exc.kind.grpc_code.name
                 return error_response(exc)
+            if resume is not None and resume.ended:
+                # The client had the stream's end: 204 tells EventSource to stop reconnecting.
+                return web.Response(status=204, headers={"Cache-Control": "no-cache"})
+            ids = JobEventIds(job.id, resume) if sse else None
             response = web.StreamResponse(
                 headers={
                     "Content-Type": SSE if sse else NDJSON,
@@ -591,13 +607,19 @@ class JobRoutes:
             )
             await response.prepare(request)
             if sse:
+                await response.write(retry_frame())
                 heartbeat = asyncio.create_task(self._heartbeat(response))
             try:
+                # A resumed watch starts with the job as it is now: its counts cover the
+                # events missed, so nothing needs replaying; only the ids go on.
                 async for event in self._jobs.watch(job.id):
-                    await _send(response, sse, "result", _json(event_to_proto(event)))
+                    event_id = ids.for_event(event.final) if ids is not None else None
+                    payload = _json(event_to_proto(event))
+                    await _send(response, sse, "result", payload, event_id=event_id)
             except GatewayError as exc:
                 outcome = exc.kind.grpc_code.name
-                await _send(response, sse, "error", status_json(exc))
+                event_id = ids.for_status() if ids is not None else None
+                await _send(response, sse, "error", status_json(exc), event_id=event_id)
             await response.write_eof()
             return response
         except (asyncio.CancelledError, ConnectionResetError):
@@ -610,11 +632,21 @@ class JobRoutes:
                     await heartbeat
             self._metrics.open_streams.labels("http").dec()
             self._metrics.calls.labels("http", "WatchJob", outcome).inc()
+            log.info("call.end", face="http", method="WatchJob", outcome=outcome)
 
     async def _heartbeat(self, response: web.StreamResponse) -> None:
         while True:
             await self._jobs.clock.sleep(self._heartbeat_seconds)
             await response.write(b": keep-alive\n\n")
+
+
+def _last_event_id(request: web.Request, sse: bool) -> JobResumeFrom | FieldViolation | None:
+    """Where a reconnecting EventSource left off; None without the header (or an empty one),
+    and on NDJSON, which has no ids."""
+    raw = request.headers.get(LAST_EVENT_ID, "")
+    if not raw or not sse:
+        return None
+    return parse_job_last_event_id(raw, request.match_info["jobId"])
 
 
 def _json(message: Message) -> dict[str, Any]:

@@ -6,6 +6,10 @@ resumed stream, and STATE is the server state the client has last been told. A r
 EventSource sends the last id as `Last-Event-ID`; GET :watch then resumes from it
 (ResumeFrom): the first state is not sent again if it is the one the client already has, and an
 id marked `.end` is answered 204 No Content, which tells EventSource to stop reconnecting.
+
+A job's stream (GET /v1/jobs/{id}:watch) has ids `<jobId>.<n>[.end]` the same way, with no
+state: a resumed job watch sends the job as it is now (its counts say all that was missed),
+numbered on from `n`, and an id marked `.end` is answered 204 as well.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ EVENT_NAMES = {"result": "result", "error": "status"}
 ID_RE = re.compile(
     r"(?P<server>[^.\s]{1,64})\.(?P<seq>[1-9][0-9]{0,11})\.(?P<state>[A-Z_]{1,20})(?P<end>\.end)?"
 )
+JOB_ID_RE = re.compile(r"(?P<job>[^.\s]{1,64})\.(?P<seq>[1-9][0-9]{0,11})(?P<end>\.end)?")
 _STATES = {state.value: state for state in ServerState}
 
 
@@ -68,6 +73,43 @@ def parse_last_event_id(raw: str, server_id: str) -> ResumeFrom | FieldViolation
     if match["server"] != server_id:
         return FieldViolation(LAST_EVENT_ID, "is an id of another server's stream")
     return ResumeFrom(server_id, int(match["seq"]), _STATES[match["state"]], bool(match["end"]))
+
+
+@dataclass(frozen=True)
+class JobResumeFrom:
+    """A parsed Last-Event-ID of a job's stream: the client has had events up to `seq`;
+    `ended`: it has had the stream's last event."""
+
+    job_id: str
+    seq: int
+    ended: bool = False
+
+
+def parse_job_last_event_id(raw: str, job_id: str) -> JobResumeFrom | FieldViolation:
+    """As parse_last_event_id, for the stream of the job `job_id` (as the path names it)."""
+    match = JOB_ID_RE.fullmatch(raw)
+    if match is None:
+        return FieldViolation(LAST_EVENT_ID, "must be an id this gateway sent: <jobId>.<n>[.end]")
+    if match["job"] != job_id:
+        return FieldViolation(LAST_EVENT_ID, "is an id of another job's stream")
+    return JobResumeFrom(job_id, int(match["seq"]), bool(match["end"]))
+
+
+class JobEventIds:
+    """The ids of one job's stream, from 1 or from where a resumed one left off."""
+
+    def __init__(self, job_id: str, resume: JobResumeFrom | None = None) -> None:
+        self._job_id = job_id
+        self._seq = resume.seq if resume is not None else 0
+
+    def for_event(self, final: bool) -> str:
+        """The next event's id; `final`: the event the stream ends with (the job ended)."""
+        self._seq += 1
+        return f"{self._job_id}.{self._seq}{'.end' if final else ''}"
+
+    def for_status(self) -> str:
+        """The id of an error's status: not an end, so EventSource reconnects and watches on."""
+        return self.for_event(False)
 
 
 class EventIds:
