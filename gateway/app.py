@@ -412,6 +412,7 @@ class GatewayApp:
             header_timeout=s.http_header_timeout_seconds,
             refusal=raw_error_response(full),
             on_close=lambda reason: self.metrics.http_connections_closed.labels(reason).inc(),
+            render_error=_malformed_request_response,
         )
         # The guard's middleware first: a request is "being served" (never pushed out) from
         # the moment its head is in, whatever the middlewares after it decide.
@@ -685,6 +686,16 @@ def _core_settings(s: Settings) -> CoreSettings:
     if listed and s.core.default_account not in listed:
         return dataclasses.replace(s.core, default_account=listed[0])
     return s.core
+
+
+def _malformed_request_response(status: int, problem: str) -> web.StreamResponse:
+    """The google.rpc.Status answer to a request aiohttp could not parse (or, 5xx, could
+    not answer)."""
+    if status >= 500:
+        return error_response(GatewayError(ErrorKind.INTERNAL, "internal error"))
+    return error_response(
+        GatewayError(ErrorKind.MALFORMED_REQUEST, f"the request is not valid HTTP/1.1: {problem}")
+    )
 
 
 @contextlib.contextmanager

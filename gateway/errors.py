@@ -62,6 +62,8 @@ class ErrorKind(enum.Enum):
     #: HTTP only: the path is routed, but not for this method (grpc-gateway answers
     #: UNIMPLEMENTED; the status stays HTTP's own 405, with Allow).
     METHOD_NOT_ALLOWED = _Row(StatusCode.UNIMPLEMENTED, 405, "METHOD_NOT_ALLOWED")
+    #: HTTP only: the request could not be parsed as HTTP/1.1 (aiohttp refused it).
+    MALFORMED_REQUEST = _Row(StatusCode.INVALID_ARGUMENT, 400, "MALFORMED_REQUEST")
     CANCELLED = _Row(StatusCode.CANCELLED, 499, "CANCELLED")
     INTERNAL = _Row(StatusCode.INTERNAL, 500, "INTERNAL")
 

@@ -22,17 +22,67 @@ listener that does it):
 from __future__ import annotations
 
 import asyncio
+import functools
 import resource
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMethod
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 from yarl import URL
 
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: (HTTP status, a one-line problem) -> the answer, e.g. a google.rpc.Status JSON response.
+RenderError = Callable[[int, str], web.StreamResponse]
+
+
+def answer_in_json(handler: RequestHandler, render: RenderError) -> None:
+    """Make `handler` (aiohttp's, for one connection) answer a request it cannot parse (a
+    NUL or control byte in a header, a bad Content-Length, a request line that is not HTTP)
+    with `render`'s body rather than aiohttp's text/plain, like every other error.
+
+    aiohttp's own answer and log line quote the bad header line whole, and that line may be
+    a credential (`Authorization: Bearer <token>` with one stray byte), so a client's 4xx is
+    logged here in one line without it; a 5xx (a bug) keeps aiohttp's log with its
+    traceback. `handle_error` is aiohttp's hook for these answers; the handler (made by
+    aiohttp's Server, with slots) becomes an instance of a subclass that overrides it."""
+    handler.__class__ = _json_errors(render)
+
+
+@functools.cache
+def _json_errors(render: RenderError) -> type[RequestHandler]:
+    class JsonErrors(RequestHandler):
+        __slots__ = ()
+
+        def handle_error(
+            self,
+            request: BaseRequest,
+            status: int = 500,
+            exc: BaseException | None = None,
+            message: str | None = None,
+        ) -> web.StreamResponse:
+            if status >= 500 or request.writer.output_size > 0:
+                # A bug: aiohttp logs it whole (and raises if bytes were sent already).
+                super().handle_error(request, status, exc, message)
+                problem = "internal error"
+            else:
+                # The first line names the problem; the next ones quote the bad bytes.
+                first = (message or "").strip().split("\n", 1)[0]
+                problem = first.rstrip(": ") or "bad request"
+                # Not HTTP at all (TLS or a scanner on the port) is the internet's noise: at
+                # debug, as aiohttp logs it; a broken HTTP request at warning.
+                level = log.debug if isinstance(exc, BadHttpMethod) else log.warning
+                level("http.malformed_request", peer=request.remote, status=status, problem=problem)
+            response = render(status, problem)
+            response.force_close()
+            return response
+
+    return JsonErrors
 
 
 def connection_cap(configured: int) -> tuple[int, str | None]:
@@ -57,11 +107,14 @@ class ConnectionGuard:
         header_timeout: float,
         refusal: bytes,
         on_close: Callable[[str], None] | None = None,
+        render_error: RenderError | None = None,
     ) -> None:
         self.max_connections = max_connections
         self.header_timeout = header_timeout
         #: The whole HTTP response written to a connection refused at the cap.
         self._refusal = refusal
+        #: The answer to a request aiohttp could not parse (None: aiohttp's text/plain).
+        self.render_error = render_error
         self._on_close = on_close
         #: Admitted connections by transport (the middleware finds a request's connection so).
         self._open: dict[asyncio.BaseTransport, _Connection] = {}
@@ -155,6 +208,8 @@ class _Connection(asyncio.Protocol):
             transport.close()
             return
         self._inner = self._make_handler()
+        if self._guard.render_error is not None and isinstance(self._inner, RequestHandler):
+            answer_in_json(self._inner, self._guard.render_error)
         self._inner.connection_made(transport)
         self._start_head_timer()
 

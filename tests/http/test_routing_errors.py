@@ -1,10 +1,14 @@
-"""Unknown routes (404) and wrong methods (405) answer google.rpc.Status JSON like every other
-error, not aiohttp's text/plain."""
+"""Unknown routes (404), wrong methods (405) and requests that are not HTTP (400) answer
+google.rpc.Status JSON like every other error, not aiohttp's text/plain."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import aiohttp
 import pytest
+import structlog
 
 from gateway.app import GatewayApp
 from tests.support.http_helpers import base_url, detail_of, reason_of
@@ -64,3 +68,50 @@ class TestRoutingErrors:
         async with client.head(f"{base_url(gateway)}/v1/servers/{UNKNOWN}:watch") as response:
             assert response.status == 405
             assert response.headers["Allow"] == "GET"
+
+
+async def _raw(app: GatewayApp, request: bytes) -> tuple[str, dict[str, str], bytes]:
+    """Send `request` as it is on a fresh connection; the status line, headers and body of
+    the answer (the server closes the connection after it)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", app.http_port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in header_lines)}
+    return status_line, headers, body
+
+
+class TestMalformedRequests:
+    @pytest.mark.parametrize(
+        "request_bytes",
+        [
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Bad: a\x00b\r\n\r\n",
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cr3t\x01\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        ],
+    )
+    async def test_a_request_that_is_not_http_is_a_json_400(
+        self, gateway: GatewayApp, request_bytes: bytes, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A request aiohttp cannot parse (a NUL or control byte in a header, a bad
+        Content-Length) answers 400 with the google.rpc.Status JSON every other error has
+        (INVALID_ARGUMENT, reason MALFORMED_REQUEST), not aiohttp's text/plain; the body
+        does not echo the bad header back (it may be a credential)."""
+        with structlog.testing.capture_logs() as logs:
+            status_line, headers, body = await _raw(gateway, request_bytes)
+        assert status_line.split()[1] == "400", status_line
+        assert headers["content-type"].startswith("application/json")
+        status = json.loads(body)
+        assert status["code"] == 3
+        assert reason_of(status) == "MALFORMED_REQUEST"
+        assert "s3cr3t" not in body.decode()
+        assert "X-Bad" not in body.decode()
+        (line,) = [e for e in logs if e["event"] == "http.malformed_request"]
+        assert line["log_level"] == "warning"
+        assert "s3cr3t" not in repr(line)
+        assert "s3cr3t" not in caplog.text  # aiohttp's own line (it quotes the header) is gone
