@@ -441,9 +441,12 @@ class LoadRun:
             epoch = self._restart_epoch
             if epoch % 2:  # a restart is running: its calls are not subtracted yet
                 continue
+            asked = self.elapsed()
             stats = await self._fleet.stats()
             if epoch == self._restart_epoch:
-                self.add_sample(stats)
+                # The counters were read somewhere between asking and hearing: a slow answer
+                # (a busy emulator) would otherwise shift its calls later than they were made.
+                self.add_sample(stats, at=(asked + self.elapsed()) / 2)
 
     async def _restart_pool(self) -> None:
         """Start the pool's servers again. A remote fleet does it through the emulator's API,

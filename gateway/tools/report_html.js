@@ -38,17 +38,23 @@
     return v === null || v === undefined ? "-" : v.toFixed(2) + " ms";
   }
 
-  // Equal-width bins from the smallest value to the largest: [centres, counts, [low, high]].
-  function histogram(values, bins) {
+  // Equal-width bins from the smallest value to the largest: the bin of a value, the centres
+  // and the edges.
+  function bins(values, n) {
     const low = values.reduce((a, b) => Math.min(a, b)); // not Math.min(...): 100k arguments
     const high = values.reduce((a, b) => Math.max(a, b));
-    const width = (high - low) / bins || 1e-9;
-    const counts = new Array(bins).fill(0);
-    for (const v of values) {
-      counts[Math.min(bins - 1, Math.floor((v - low) / width))] += 1;
-    }
-    const centres = counts.map((_, i) => low + (i + 0.5) * width);
-    return [centres, counts, [low, low + bins * width]];
+    const width = (high - low) / n || 1e-9;
+    return {
+      of: (v) => Math.min(n - 1, Math.floor((v - low) / width)),
+      centres: Array.from({ length: n }, (_, i) => low + (i + 0.5) * width),
+      edges: [low, low + n * width],
+    };
+  }
+
+  function counts(values, bin, n) {
+    const out = new Array(n).fill(0);
+    for (const v of values) out[bin.of(v)] += 1;
+    return out;
   }
 
   // For each x of the ascending `xs`: the percentage of `sorted` (ascending) at or below it.
@@ -74,26 +80,29 @@
   function latencyChart(el) {
     const latencies = ms(report.details.map((d) => d.latency));
     if (!latencies.length) return noData(el, "no calls were made");
-    const bins = Math.min(60, Math.max(10, Math.ceil(Math.sqrt(latencies.length))));
-    const [centres, counts, edges] = histogram(latencies, bins);
+    const failed = ms(report.details.filter((d) => d.status !== "OK").map((d) => d.latency));
+    const n = Math.min(60, Math.max(10, Math.ceil(Math.sqrt(latencies.length))));
+    const bin = bins(latencies, n);
+    const bars = uPlot.paths.bars({ size: [0.9, 80] });
+    const series = [
+      { label: "bin centre", value: fmtMs },
+      { label: "calls", stroke: COLORS[0], fill: COLORS[0] + "99", paths: bars, points: { show: false } },
+    ];
+    const data = [bin.centres, counts(latencies, bin, n)];
+    if (failed.length) {
+      // Drawn over the first bars from the bottom up: the red part of a bar failed.
+      series.push({ label: "of which failed", stroke: COLORS[1], fill: COLORS[1] + "cc", paths: bars, points: { show: false } });
+      data.push(counts(failed, bin, n));
+    }
     draw(
       el,
       {
-        title: `StopServer stream latency, ${latencies.length} calls in ${bins} bins`,
-        scales: { x: { time: false, range: () => edges } }, // whole bars at both ends
+        title: `StopServer stream latency, ${latencies.length} calls in ${n} bins`,
+        scales: { x: { time: false, range: () => bin.edges } }, // whole bars at both ends
         axes: [{ label: "latency (ms)" }, { label: "calls" }],
-        series: [
-          { label: "bin centre", value: fmtMs },
-          {
-            label: "calls",
-            stroke: COLORS[0],
-            fill: COLORS[0] + "99",
-            paths: uPlot.paths.bars({ size: [0.9, 80] }),
-            points: { show: false },
-          },
-        ],
+        series: series,
       },
-      [centres, counts],
+      data,
     );
   }
 
@@ -176,15 +185,14 @@
       series.push({ label: op, stroke: stroke, width: 2, paths: stepped, points: { show: false } });
       data.push(rate((s) => s.calls[op] || 0));
     });
-    series.push({
-      label: "throttled",
-      stroke: "#000",
-      dash: [6, 4],
-      width: 1,
-      paths: stepped,
-      points: { show: false },
-    });
-    data.push(rate((s) => s.throttled));
+    // What AWS refused, dashed: throttles (black) and injected faults (orange).
+    for (const [label, stroke, count] of [
+      ["throttled", "#000", (s) => s.throttled],
+      ["faults", "#ff7f0e", (s) => s.faults],
+    ]) {
+      series.push({ label: label, stroke: stroke, dash: [6, 4], width: 1, paths: stepped, points: { show: false } });
+      data.push(rate(count));
+    }
     const restarts = report.restarts || [];
     draw(
       el,
