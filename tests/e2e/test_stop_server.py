@@ -250,17 +250,24 @@ class TestValidation:
 
 class TestSharing:
     async def test_100_concurrent_stops_of_one_server_make_one_upstream_stop(
-        self, gateway: GatewayApp, stub: pb_grpc.TransferGatewayStub
+        self, gateway_factory: GatewayFactory
     ) -> None:
-        """Single flight: 100 callers, one StopServer upstream, every caller sees OFFLINE."""
-        assert gateway.emulator is not None
-        (server_id,) = gateway.emulator.create_servers(1)
-        results = await asyncio.gather(
-            *(collect(stub.StopServer(_request(server_id), timeout=15)) for _ in range(100))
-        )
+        """Single flight: 100 callers, one StopServer upstream, every caller sees OFFLINE.
+
+        The transition lasts 5 s so that all 100 calls are in while the first flight is still
+        under way, even on a loaded machine: a caller that came after the flight ended would
+        rightly start a stop of its own (as happened with the fast emulator's 0.3 s)."""
+        app = await gateway_factory(emulator={"transition_seconds": 5.0})
+        assert app.emulator is not None
+        (server_id,) = app.emulator.create_servers(1)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+            stub = pb_grpc.TransferGatewayStub(channel)
+            results = await asyncio.gather(
+                *(collect(stub.StopServer(_request(server_id), timeout=30)) for _ in range(100))
+            )
         assert all(error is None for _, error in results)
         assert all(states(updates)[-1] == "OFFLINE" for updates, _ in results)
-        assert gateway.emulator.calls("StopServer") == 1
+        assert app.emulator.calls("StopServer") == 1
 
     async def test_50_servers_in_one_account_share_polls(
         self, gateway_factory: GatewayFactory
