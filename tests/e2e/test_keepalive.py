@@ -52,7 +52,8 @@ GRPC_DEFAULTS = GrpcKeepaliveSettings(
 
 async def _hold_watch(app: GatewayApp, seconds: float) -> grpc.aio.AioRpcError | None:
     """Open a watch of a server that stays ONLINE from a pinging client, hold it `seconds`
-    after its first update; the error that ended it, or None if it was still open."""
+    after its first update; the error that ended it (before or after that update), or None if
+    it was still open."""
     assert app.emulator is not None
     (server_id,) = app.emulator.create_servers(1)
     target = f"127.0.0.1:{app.grpc_port}"
@@ -60,9 +61,11 @@ async def _hold_watch(app: GatewayApp, seconds: float) -> grpc.aio.AioRpcError |
         call = pb_grpc.TransferGatewayStub(channel).WatchServer(
             pb.WatchServerRequest(server_id=server_id)
         )
-        first = await call.read()
-        assert isinstance(first, pb.ServerStateUpdate)
         try:
+            # On a loaded machine gRPC's own policy may strike the client out before the
+            # first update is read: that ends the watch just the same.
+            first = await call.read()
+            assert isinstance(first, pb.ServerStateUpdate)
             async with asyncio.timeout(seconds):
                 await call.read()  # a server that stays ONLINE sends nothing more
         except TimeoutError:
