@@ -102,7 +102,8 @@
     setText(cell(tr, "queue"), p.queued_poll + " / " + p.queued_change + " / " + p.queued_job);
     setText(cell(tr, "calls"), fmt(p.calls_per_second, 1));
     setText(cell(tr, "throttles"), fmt(p.throttles_per_second, 1));
-    setText(cell(tr, "poller"), p.polled_by ? p.polled_by + " (" + p.watch_role + ")" : "this replica");
+    // With the shared watch: the replica that polls (this one's role); "?" until it is heard.
+    setText(cell(tr, "poller"), p.watch_role ? (p.polled_by || "?") + " (" + p.watch_role + ")" : "this replica");
     const chart = charts.get(key);
     if (chart) {
       chart.setData(chartData(p.history));
