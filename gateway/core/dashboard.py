@@ -337,11 +337,16 @@ class Dashboard:
 
     async def run(self) -> None:
         """Sample every `interval` until cancelled (the app runs it as a task)."""
+        failing = False
         while True:
             try:
                 await self.sample()
             except Exception:  # a bug in sampling must not end the page
-                log.exception("dashboard.sample_failed")
+                if not failing:  # once per failing spell, not once a second
+                    log.exception("dashboard.sample_failed")
+                failing = True
+            else:
+                failing = False
             await self.clock.sleep(self.interval)
 
     async def close(self, task: asyncio.Task[None] | None) -> None:

@@ -234,3 +234,33 @@ async def test_a_viewer_follows_each_new_snapshot(core_factory: CoreFactory) -> 
     await board.close(sampler)
     await asyncio.gather(viewer, return_exceptions=True)
     await stream.cancel()
+
+
+async def test_a_failing_check_or_sample_does_not_stop_the_page(core_factory: CoreFactory) -> None:
+    """A health check that raises shows as "checks: down" with its error; a sample that
+    raises is skipped and the sampler goes on to the next second."""
+    rig = core_factory()
+
+    async def broken() -> dict[str, Component]:
+        raise ConnectionError("redis went away")
+
+    board = _dashboard(rig, health=broken)
+    snapshot = await board.sample()
+    assert snapshot.health["checks"] == Component("down", "ConnectionError: redis went away")
+    real = board.sample
+    calls = 0
+
+    async def sample_once_broken() -> Snapshot:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        return await real()
+
+    board.sample = sample_once_broken  # type: ignore[method-assign]
+    before = board.latest
+    sampler = asyncio.ensure_future(board.run())
+    await rig.advance(2.5)
+    assert calls >= 3
+    assert board.latest is not before
+    await board.close(sampler)
