@@ -502,6 +502,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"transfer-gateway: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`stop ... --json | head -1`): end quietly, as `yes | head`
+        # does. stdout goes to /dev/null so the interpreter's last flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command killed by it
     except Exception as exc:
         from gateway.startup import StartupError
 

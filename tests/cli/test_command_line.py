@@ -272,6 +272,31 @@ class TestStopLines:
         assert "OFFLINE" in out
 
 
+class TestClosedOutput:
+    async def test_a_reader_that_stops_early_gets_no_traceback(self, gateway: GatewayApp) -> None:
+        """`stop ID --json | head -1`: the reader closes the pipe after the first line; the
+        next write fails with EPIPE and the command ends quietly (no BrokenPipeError
+        traceback on stderr), as `yes | head -1` does, with a non-zero exit."""
+        assert gateway.emulator is not None
+        (server_id,) = gateway.emulator.create_servers(1)
+        read_end, write_end = os.pipe()
+        proc = await asyncio.create_subprocess_exec(
+            CLI,
+            *("stop", server_id, "--json", "--target", f"127.0.0.1:{gateway.grpc_port}"),
+            stdout=write_end,
+            stderr=asyncio.subprocess.PIPE,
+            env=_env(),
+        )
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as reader:
+            first = await asyncio.wait_for(asyncio.to_thread(reader.readline), TIMEOUT)
+        assert b"STAGE_STOP_REQUESTED" in first  # then the pipe is closed, like head's
+        _out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+        assert "Traceback" not in err.decode(), err.decode()
+        assert "BrokenPipeError" not in err.decode()
+        assert proc.returncode != 0
+
+
 class TestFlagsThatCannotApply:
     @pytest.mark.parametrize(
         ("flags", "needles"),
