@@ -152,9 +152,8 @@ class GatewayApp:
         self.upstream: AioUpstream | None = None
         self.core: Core | None = None
         self.jobs: JobManager | None = None
-        #: The live page's sampler (/ui); its task runs while the gateway serves.
+        #: The live page's snapshot (/ui); it samples only while a page follows it.
         self.dashboard: Dashboard | None = None
-        self._dashboard_task: asyncio.Task[None] | None = None
         self._endpoint_seen: tuple[float, str | None] | None = None
 
     async def start(self) -> None:
@@ -257,7 +256,6 @@ class GatewayApp:
             replica=self.replica,
             interval=DASHBOARD_INTERVAL,
         )
-        self._dashboard_task = asyncio.create_task(self.dashboard.run(), name="dashboard")
         await self._start_http(self.core)
         self._server = grpc.aio.server(options=server_options(s.grpc_keepalive))
         self._health = add_services(
@@ -604,8 +602,7 @@ class GatewayApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._store_watch
         if self.dashboard is not None:
-            await self.dashboard.close(self._dashboard_task)
-            self._dashboard_task = None
+            await self.dashboard.close()
         if self._server is not None:
             await self._health.enter_graceful_shutdown()
             for service in ("", "transfer_gateway.v1.TransferGateway"):

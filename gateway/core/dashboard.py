@@ -4,7 +4,9 @@ Everything is read from state the core keeps anyway (the limiter's buckets and q
 flights, the jobs, the BudgetedCaller's attempt counts, the shared watch's roles); the only
 thing kept here is the per-second history each pair's chart draws (a bounded ring per pair).
 One sampler builds one snapshot per interval for every viewer; a viewer sees only the accounts
-its caller may act on (`Snapshot.visible_to`).
+its caller may act on (`Snapshot.visible_to`). The sampler runs only while a viewer follows
+(and `linger_seconds` after the last leaves): with nobody looking it reads nothing (with the
+Redis limiter a sample is a Redis read per pair), and the charts start again from empty.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import structlog
@@ -182,6 +184,7 @@ class Dashboard:
         max_jobs: int = 20,
         keep_ended_seconds: float = 60.0,
         jobs_refresh_seconds: float = 5.0,
+        linger_seconds: float = 10.0,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be positive, not {interval}")
@@ -198,6 +201,8 @@ class Dashboard:
         self.max_jobs = max_jobs
         self.keep_ended_seconds = keep_ended_seconds
         self.jobs_refresh_seconds = jobs_refresh_seconds
+        #: How long the sampler goes on after the last viewer leaves (a reload keeps its charts).
+        self.linger_seconds = linger_seconds
         self._points = max(2, int(history_seconds / interval))
         self._seen: dict[BucketKey, _Seen] = {}
         self._jobs_read_at = float("-inf")
@@ -206,6 +211,12 @@ class Dashboard:
         #: Counts the snapshots published; a viewer that missed one is given the latest at once.
         self._version = 0
         self._changed = asyncio.Event()
+        self._viewers = 0
+        self._last_left = float("-inf")  # monotonic
+        self._sampler: asyncio.Task[None] | None = None
+        #: Whether `latest` comes from the sampler's current run (not from before an idle spell).
+        self._fresh = False
+        self._closed = False
 
     # -- sampling ---------------------------------------------------------------------------
     async def sample(self) -> Snapshot:
@@ -320,23 +331,62 @@ class Dashboard:
     # -- viewers ----------------------------------------------------------------------------
     def _publish(self, snapshot: Snapshot) -> None:
         self.latest = snapshot
+        self._fresh = True
         self._version += 1
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
-    async def follow(self) -> AsyncIterator[Snapshot]:
-        """The latest snapshot at once, then each new one as the sampler makes it (a viewer
-        slower than the sampler skips to the latest: it never falls behind)."""
-        shown = self._version
-        yield self.latest
-        while True:
-            if self._version == shown:
-                await self._changed.wait()
-            shown = self._version
-            yield self.latest
+    @property
+    def viewers(self) -> int:
+        """How many viewers follow the snapshot now."""
+        return self._viewers
 
-    async def run(self) -> None:
-        """Sample every `interval` until cancelled (the app runs it as a task)."""
+    @property
+    def sampling(self) -> bool:
+        """Whether the sampler runs (a viewer follows, or the last left under linger_seconds)."""
+        return self._sampler is not None and not self._sampler.done()
+
+    async def follow(self) -> AsyncGenerator[Snapshot, None]:
+        """The latest snapshot, then each new one as the sampler makes it (a viewer slower than
+        the sampler skips to the latest: it never falls behind). The first viewer starts the
+        sampler, whose first snapshot it is given (not the stale one from before the idle
+        spell); close the iterator (contextlib.aclosing) so that leaving counts at once."""
+        self._viewers += 1
+        try:
+            shown = self._version
+            if not self.sampling:
+                self._start()
+            elif self._fresh:  # else the run's first sample is on its way: wait for it
+                yield self.latest
+            while True:
+                if self._version == shown:
+                    await self._changed.wait()
+                shown = self._version
+                yield self.latest
+        finally:
+            self._viewers -= 1
+            if self._viewers == 0:
+                self._last_left = self.clock.monotonic()
+
+    def _start(self) -> None:
+        if self._closed:
+            return
+        # The rates start from the attempt counts as they are now (the BudgetedCaller keeps them
+        # in process while idle) and the charts start empty: a point spanning the idle spell
+        # would draw its average as one second's spend. The first snapshot's rates are 0.
+        now = self.clock.monotonic()
+        self._seen = {
+            key: _Seen(now, a.calls, a.throttled, a.unavailable, deque(maxlen=self._points))
+            for key in self.limiter.keys()[: self.max_pairs]
+            for a in (self.core.caller.attempts(key),)
+        }
+        self._sampled_at = now
+        self._fresh = False
+        self._sampler = asyncio.create_task(self._run(), name="dashboard")
+
+    async def _run(self) -> None:
+        """Sample at once, then every `interval` while a viewer follows and `linger_seconds`
+        after the last leaves."""
         failing = False
         while True:
             try:
@@ -348,8 +398,16 @@ class Dashboard:
             else:
                 failing = False
             await self.clock.sleep(self.interval)
+            if (
+                not self._viewers
+                and self.clock.monotonic() - self._last_left >= self.linger_seconds
+            ):
+                return
 
-    async def close(self, task: asyncio.Task[None] | None) -> None:
+    async def close(self) -> None:
+        """Stop the sampler for good (the gateway is draining)."""
+        self._closed = True
+        task, self._sampler = self._sampler, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -14,6 +14,7 @@ send an Authorization header); docs/security.md says why and what it costs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import html
 import json
@@ -201,12 +202,15 @@ class UiRoutes:
         try:
             # A reconnect after a lost connection waits this long (EventSource's own retry).
             await response.write(retry_frame())
-            async for snapshot in self._dashboard.follow():
-                body = json.dumps(
-                    snapshot_json(snapshot.visible_to(may_act_on), caller),
-                    separators=(",", ":"),
-                )
-                await response.write(f"event: snapshot\ndata: {body}\n\n".encode())
+            # Closed on the way out (a dropped client, a failed write), so the sampler counts
+            # this viewer gone at once and stops when it was the last (gateway/core/dashboard.py).
+            async with contextlib.aclosing(self._dashboard.follow()) as snapshots:
+                async for snapshot in snapshots:
+                    body = json.dumps(
+                        snapshot_json(snapshot.visible_to(may_act_on), caller),
+                        separators=(",", ":"),
+                    )
+                    await response.write(f"event: snapshot\ndata: {body}\n\n".encode())
         finally:
             self._metrics.open_streams.labels("http").dec()
         return response

@@ -4,6 +4,7 @@ person reading the page would see of budgets, queues, servers in flight, jobs an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -212,28 +213,115 @@ async def test_health_shows_an_unreachable_upstream_and_the_other_checks(
 
 
 async def test_a_viewer_follows_each_new_snapshot(core_factory: CoreFactory) -> None:
-    """The sampler runs once a second on the clock; a viewer gets the latest snapshot at once,
-    then each new one (no polling of its own)."""
+    """The first viewer starts the sampler: it gets a fresh snapshot at once, then one a
+    second on the clock (no polling of its own)."""
     rig = core_factory()
     board = _dashboard(rig)
-    sampler = asyncio.ensure_future(board.run())
     seen: list[Snapshot] = []
 
     async def view() -> None:
-        async for snapshot in board.follow():
-            seen.append(snapshot)
+        async with contextlib.aclosing(board.follow()) as snapshots:
+            async for snapshot in snapshots:
+                seen.append(snapshot)
 
-    viewer = asyncio.ensure_future(view())
     rig.fake.add_server(TARGET, stop_seconds=30.0)
     stream = read(rig.core.stop(TARGET))
+    await rig.advance(0.5)
+    viewer = asyncio.ensure_future(view())
+    await rig.advance(0.1)
+    assert [s.servers[0].server_id for s in seen] == [TARGET.server_id]  # not the empty one
     await rig.advance(3.0)
-    assert len(seen) >= 3
+    assert len(seen) >= 4
     assert seen[-1].servers[0].state in (str(ServerState.ONLINE), str(ServerState.STOPPING))
     assert seen[-1].at > seen[1].at
     viewer.cancel()
-    await board.close(sampler)
     await asyncio.gather(viewer, return_exceptions=True)
+    await board.close()
     await stream.cancel()
+
+
+class _CountingLimiter:
+    """The rig's limiter, counting the bucket reads the dashboard makes (a Redis read each with
+    `limiter = redis`)."""
+
+    def __init__(self, limiter: Any) -> None:
+        self._limiter = limiter
+        self.reads = 0
+
+    def keys(self) -> list[BucketKey]:
+        return list(self._limiter.keys())
+
+    async def status(self, key: BucketKey) -> Any:
+        self.reads += 1
+        return await self._limiter.status(key)
+
+
+async def test_the_sampler_reads_nothing_while_nobody_looks(core_factory: CoreFactory) -> None:
+    """A busy account and no page open: no bucket is read. A page opens: one read a second
+    per pair, and calls per second from the next second on (the history began when it opened).
+    The last page closes: the sampler goes on `linger_seconds` (a reload keeps its charts),
+    then reads nothing again; a page opening later starts it again."""
+    rig = core_factory(core_settings(budget={"rate": 2.0, "burst": 2}))
+    counting = _CountingLimiter(rig.limiter)
+    budget = rig.settings.budget
+    board = Dashboard(
+        rig.core,
+        counting,  # type: ignore[arg-type]
+        lambda _key: (budget.rate, budget.burst),
+        rig.clock,
+        linger_seconds=5.0,
+    )
+    servers = list(targets(200))  # 100 s of stops at 2/s: busy throughout
+    for target in servers:
+        rig.fake.add_server(target, stop_seconds=30.0)
+    streams = [read(rig.core.stop(t)) for t in servers]
+    await rig.advance(10.0)
+    assert rig.limiter.keys() == [KEY]
+    assert (counting.reads, board.sampling, board.latest.pairs) == (0, False, ())
+
+    seen: list[Snapshot] = []
+
+    async def view() -> None:
+        async with contextlib.aclosing(board.follow()) as snapshots:
+            async for snapshot in snapshots:
+                seen.append(snapshot)
+
+    first = asyncio.ensure_future(view())
+    second = asyncio.ensure_future(view())
+    await rig.advance(0.1)
+    assert (board.viewers, board.sampling, counting.reads) == (2, True, 1)
+    assert _pair(seen[0]).history == ()  # nothing drawn for the 10 s nobody looked
+    await rig.advance(4.0)
+    assert counting.reads == 5  # one a second for both viewers, not one each
+    row = _pair(seen[-1])
+    assert 1.0 <= row.calls_per_second <= 3.5
+    assert len(row.history) == 4
+
+    first.cancel()
+    await rig.advance(3.0)
+    assert (board.viewers, counting.reads) == (1, 8)
+    second.cancel()
+    await rig.advance(0.1)
+    assert board.viewers == 0
+    await rig.advance(10.0)
+    assert not board.sampling
+    stopped_at = counting.reads
+    assert 8 + 4 <= stopped_at <= 8 + 6  # linger_seconds after the last left, then no more
+    await rig.advance(30.0)
+    assert counting.reads == stopped_at
+
+    again = asyncio.ensure_future(view())
+    await rig.advance(2.1)
+    assert board.sampling
+    assert counting.reads == stopped_at + 3
+    row = _pair(seen[-1])
+    assert len(row.history) == 2  # the charts began again when it opened
+    assert 1.0 <= row.calls_per_second <= 3.5
+    again.cancel()
+    await asyncio.gather(first, second, again, return_exceptions=True)
+    await board.close()
+    for stream in streams:
+        await stream.cancel()
 
 
 async def test_a_failing_check_or_sample_does_not_stop_the_page(core_factory: CoreFactory) -> None:
@@ -259,8 +347,11 @@ async def test_a_failing_check_or_sample_does_not_stop_the_page(core_factory: Co
 
     board.sample = sample_once_broken  # type: ignore[method-assign]
     before = board.latest
-    sampler = asyncio.ensure_future(board.run())
+    viewer = board.follow()
+    following = asyncio.ensure_future(anext(viewer))
     await rig.advance(2.5)
     assert calls >= 3
-    assert board.latest is not before
-    await board.close(sampler)
+    assert following.done()
+    assert following.result() is not before
+    await viewer.aclose()
+    await board.close()

@@ -14,6 +14,7 @@ from gateway.config import AuthSettings, CallerSettings
 from gateway.faces.auth import UI_COOKIE, hash_token
 from tests.support.gateways import GatewayFactory
 from tests.support.http_helpers import base_url
+from tests.support.waiting import eventually
 from tests.ui.support import create_job, finish, start_stops
 
 A = "111111111111"
@@ -60,12 +61,16 @@ class TestAuthOff:
     ) -> None:
         """Stops start after the page opened: the account's row appears with its configured
         rate, each server shows STOPPING with its AWS request id, then OFFLINE, in the same
-        document (no reload)."""
+        document (no reload). The gateway samples only while the page is open."""
         app = await gateway_factory(emulator={"transition_seconds": 4.0})
         account = app.settings.core.default_account
         assert app.emulator is not None
+        assert app.dashboard is not None
+        board = app.dashboard
+        assert not board.sampling, "no page open: the sampler must not run"
         ids = app.emulator.create_servers(3)
         await _open(page, app)
+        assert (board.viewers, board.sampling) == (1, True)
         await expect(page.locator("#pairs-empty")).to_be_visible()
         stops = start_stops(client, app, [(account, s) for s in ids])
         row = page.locator(f'#pairs tr[data-account="{account}"]')
@@ -83,6 +88,8 @@ class TestAuthOff:
             await expect(other).to_have_text("OFFLINE", timeout=SOON)
         assert await _same_document(page)
         assert await finish(stops) == [200, 200, 200]
+        await page.close()
+        await eventually(lambda: board.viewers == 0, message=lambda: f"{board.viewers} viewers")
 
     async def test_a_jobs_bar_reaches_100_percent(
         self, gateway_factory: GatewayFactory, page: Page, client: aiohttp.ClientSession
