@@ -121,6 +121,8 @@ async def child(mode: str, **spec: Any) -> AsyncIterator[Child]:
     A gateway gets an emulator child of its own (spec["settings"]["emulator"], with the
     servers of spec["servers"]): the Child is the gateway's (pid, RSS, target), with the
     emulator's URL and server ids."""
+    if mode == "emulator":  # on a free port: a fixed one (4566) may be another process's
+        spec = {**spec, "settings": {"port": 0, **spec.get("settings", {})}}
     if mode != "gateway":
         async with _process(mode, **spec) as one:
             yield one
