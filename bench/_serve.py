@@ -60,11 +60,13 @@ async def main(mode: str, spec: dict[str, Any]) -> None:
     if mode == "gateway":
         from gateway.app import GatewayApp
         from gateway.observability import configure_logging
+        from gateway.process import tune_gc
 
         settings = settings_from_spec(spec["settings"])
         configure_logging(settings.log_level, "json")
         app = GatewayApp(settings)
         await app.start()
+        tune_gc()  # as `transfer-gateway serve` does
         made: dict[str, list[str]] = {}
         if app.emulator is not None:  # embedded (no endpoint_url given)
             made = {a: app.emulator.create_servers(n, account=a) for a, n in servers_wanted.items()}

@@ -393,10 +393,12 @@ def _refuse_inert_flags(settings: Settings, args: argparse.Namespace, given: set
 async def _serve(settings: Settings) -> int:
     from gateway.app import GatewayApp
     from gateway.observability import configure_logging
+    from gateway.process import tune_gc
 
     configure_logging(settings.log_level, settings.log_format)
     app = GatewayApp(settings)
     await app.start()
+    tune_gc()  # after start-up: what it made lives as long as the process
     where = f"{settings.grpc_host}:{app.grpc_port}"
     print(
         f"transfer-gateway listening: grpc={where} http={settings.http_host}:{app.http_port}"

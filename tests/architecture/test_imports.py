@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "gateway.config_file": 0,
     "gateway.observability": 0,
     "gateway.startup": 0,
+    "gateway.process": 0,
     "gateway._proto": 0,
     "gateway.limiting": 1,
     "gateway.upstream": 1,
