@@ -64,6 +64,8 @@ _ITEM_STATUSES: dict[ItemStatus, pb.JobServerStatus.ValueType] = {
     s: pb.JobServerStatus.ValueType(pb.JobServerStatus.Value(f"JOB_SERVER_STATUS_{s.name}"))
     for s in ItemStatus
 }
+#: ListJobs' page_size is an int32.
+_INT32_MAX = 2**31 - 1
 #: ListJobs / ListOperations page sizes.
 _DEFAULT_PAGE = 50
 _MAX_PAGE = 1000
@@ -209,16 +211,19 @@ def spec_from_proto(
     )
 
 
-def _page(jobs: list[Job], size: int, token: str) -> tuple[list[Job], str]:
-    """One page of `jobs` (newest first) after `token` (the last job id of the previous page)."""
+def _page(
+    jobs: list[Job], size: int, token: str, names: Callable[[str], str] = lambda name: name
+) -> tuple[list[Job], str]:
+    """One page of `jobs` (newest first) after `token` (the last job id of the previous page);
+    `names` spells the fields as the face's callers do (HTTP: pageSize, pageToken)."""
     if size < 0:
-        raise InvalidArgument([FieldViolation("page_size", "must be >= 0")])
+        raise InvalidArgument([FieldViolation(names("page_size"), "must be >= 0")])
     size = min(size or _DEFAULT_PAGE, _MAX_PAGE)
     start = 0
     if token:
         ids = [j.id for j in jobs]
         if token not in ids:
-            raise InvalidArgument([FieldViolation("page_token", "is not a token this gave")])
+            raise InvalidArgument([FieldViolation(names("page_token"), "is not a token this gave")])
         start = ids.index(token) + 1
     page = jobs[start : start + size]
     more = start + size < len(jobs)
@@ -544,14 +549,22 @@ class JobRoutes:
 
     async def list(self, request: web.Request) -> web.Response:
         async def work() -> Message:
+            for name in ("pageSize", "pageToken"):
+                if len(request.query.getall(name, [])) > 1:
+                    raise InvalidArgument([FieldViolation(name, "must be given at most once")])
             try:
                 size = int(request.query.get("pageSize", "0") or 0)
             except ValueError:
-                raise InvalidArgument([FieldViolation("pageSize", "must be an integer")]) from None
+                size = -1
+            # An int32, as the proto (and gRPC) has it: a larger number is not a page size.
+            if not 0 <= size <= _INT32_MAX:
+                raise InvalidArgument(
+                    [FieldViolation("pageSize", f"must be an integer from 0 to {_INT32_MAX}")]
+                )
             guard = _Guard(self._access)
             caller = self._caller(request)
             mine = [j for j in await self._jobs.list_jobs() if guard.visible(caller, j)]
-            page, token = _page(mine, size, request.query.get("pageToken", ""))
+            page, token = _page(mine, size, request.query.get("pageToken", ""), names=_camel)
             return pb.ListJobsResponse(
                 jobs=[job_to_proto(j, self._jobs.estimate(j), servers=False) for j in page],
                 next_page_token=token,

@@ -473,7 +473,7 @@ class _Document:
         inputs, outputs = [], []
         for name in AwsApi.OPERATIONS:
             op = model.operation_model(name)
-            inputs.append(shape_schema(op.input_shape, self.schemas, "aws.transfer."))
+            inputs.append(shape_schema(op.input_shape, self.schemas, "aws.transfer.", closed=False))
             if op.output_shape is None:
                 # No output shape: AWS answers `{}`.
                 self.schemas[f"aws.transfer.{name}Response"] = {

@@ -172,35 +172,40 @@ def _merge(schema: Schema, fact: Schema) -> Schema:
 
 
 # -- botocore shapes (the AWS-compatible face) -----------------------------------------------
-def shape_schema(shape: Any, components: dict[str, Schema], prefix: str) -> Schema:
+def shape_schema(
+    shape: Any, components: dict[str, Schema], prefix: str, *, closed: bool = True
+) -> Schema:
     """JSON Schema of a botocore shape as AWS JSON 1.1 carries it: structures as objects with
-    their required members (unknown members refused: botocore drops what its model lacks),
-    the model's patterns (anchored: AWS's match the whole value), lengths, ranges and enums;
-    timestamps as epoch seconds. Structures become components named `prefix + shape name`."""
+    their required members, the model's patterns (anchored: AWS's match the whole value),
+    lengths, ranges and enums; timestamps as epoch seconds. Structures become components
+    named `prefix + shape name`. `closed`: no other members (an answer: botocore drops what
+    its model lacks); an input's unknown members are ignored, as AWS ignores them."""
     kind = shape.type_name
     meta = shape.metadata
     if kind == "structure":
         name = prefix + shape.name
         if name not in components:
             components[name] = {}
-            members = {k: shape_schema(v, components, prefix) for k, v in shape.members.items()}
-            schema: Schema = {
-                "type": "object",
-                "properties": members,
-                "additionalProperties": False,
+            members = {
+                k: shape_schema(v, components, prefix, closed=closed)
+                for k, v in shape.members.items()
             }
+            schema: Schema = {"type": "object", "properties": members}
+            if closed:
+                schema["additionalProperties"] = False
             if shape.required_members:
                 schema["required"] = list(shape.required_members)
             components[name] = schema
         return ref(name)
     if kind == "list":
-        out: Schema = {"type": "array", "items": shape_schema(shape.member, components, prefix)}
+        item = shape_schema(shape.member, components, prefix, closed=closed)
+        out: Schema = {"type": "array", "items": item}
         _bounds(out, meta, "minItems", "maxItems")
         return out
     if kind == "map":
         return {
             "type": "object",
-            "additionalProperties": shape_schema(shape.value, components, prefix),
+            "additionalProperties": shape_schema(shape.value, components, prefix, closed=closed),
         }
     if kind == "string":
         out = {"type": "string"}

@@ -254,6 +254,31 @@ class TestHttpAndCancel:
         bad = [d for d in status["details"] if d["@type"].endswith("BadRequest")]
         assert bad[0]["fieldViolations"][0]["field"] == "targets[0].serverId"
 
+    async def test_http_list_paging_refuses_what_is_not_an_int32_or_a_token_it_gave(
+        self, gateway: GatewayApp
+    ) -> None:
+        """GET /v1/jobs: pageSize is one int32 as in the proto (beyond it, negative, not a
+        number or given twice is 400 naming pageSize: schemathesis found all were taken); a
+        pageToken the gateway never gave is 400 naming pageToken; both in HTTP's spelling."""
+        base = f"http://127.0.0.1:{gateway.http_port}"
+        named = []
+        async with aiohttp.ClientSession() as http:
+            for query in (
+                "pageSize=2147483648",
+                "pageSize=-1",
+                "pageSize=x",
+                "pageSize=1&pageSize=2",
+                "pageToken=nope",
+            ):
+                async with http.get(f"{base}/v1/jobs?{query}") as response:
+                    assert response.status == 400, query
+                    status = await response.json()
+                bad = [d for d in status["details"] if d["@type"].endswith("BadRequest")]
+                named.append(bad[0]["fieldViolations"][0]["field"])
+            async with http.get(f"{base}/v1/jobs?pageSize=2147483647") as response:
+                assert response.status == 200
+        assert named == ["pageSize", "pageSize", "pageSize", "pageSize", "pageToken"]
+
     async def test_list_and_get_in_proto_json(self, gateway: GatewayApp) -> None:
         """GET /v1/jobs lists the job (newest first, no servers), GET /v1/jobs/{id} has them;
         both are the proto messages in JSON."""
