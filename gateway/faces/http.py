@@ -75,6 +75,8 @@ class HttpApi:
     ) -> None:
         self._core = core
         self._access = access
+        #: /openapi.json, made on first ask (the settings it reflects do not change).
+        self._openapi: dict[str, Any] | None = None
         #: How long a request body may take to arrive (None: as long as it likes).
         self._body_timeout = body_timeout_seconds
         #: The call wrapper; `access` says who may act on which account (gateway.faces.auth;
@@ -257,8 +259,11 @@ class HttpApi:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def openapi(self, request: web.Request) -> web.Response:
-        auth = self._access.settings if self._access is not None else None
-        return web.json_response(openapi_document(self._core.settings, auth))
+        if self._openapi is None:
+            auth = self._access.settings if self._access is not None else None
+            # Off the loop: the first one reads botocore's Transfer model (~0.2 s).
+            self._openapi = await asyncio.to_thread(openapi_document, self._core.settings, auth)
+        return web.json_response(self._openapi)
 
 
 # -- rendering -----------------------------------------------------------------------------------

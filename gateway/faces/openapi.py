@@ -584,9 +584,11 @@ class _Document:
         }
 
 
-def openapi_document(core: CoreSettings | None = None, auth: AuthSettings | None = None) -> Any:
+def openapi_document(
+    core: CoreSettings | None = None, auth: AuthSettings | None = None
+) -> dict[str, Any]:
     """The OpenAPI document of the HTTP face as this gateway serves it (its regions, whether
-    auth is on). Derived anew each time: it is asked for rarely."""
+    auth is on), derived anew (the face keeps the one it made)."""
     doc = _Document(core or CoreSettings(), auth)
     paths: dict[str, dict[str, Schema]] = {}
     routes = [doc.rpc(m) for m in SERVICE.methods]
@@ -677,9 +679,9 @@ def _comment(method: MethodDescriptor) -> str:
 
 
 def _summary(method: MethodDescriptor) -> str:
-    words = re.sub(r"(?<!^)(?=[A-Z])", " ", method.name).lower()
-    stream = ", streamed" if method.server_streaming else ""
-    return words[:1].upper() + words[1:] + stream + "."
+    """ "The StopServer RPC over HTTP: a stream of ServerStateUpdate." and so on."""
+    answer = ("a stream of " if method.server_streaming else "") + method.output_type.name
+    return f"The {method.name} RPC over HTTP: {answer}."
 
 
 @functools.cache
