@@ -51,7 +51,12 @@ async def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str,
         stderr=asyncio.subprocess.PIPE,
         env=env or _env(),
     )
-    out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), TIMEOUT)
+    finally:
+        if proc.returncode is None:  # timed out: a serve that should have refused to start
+            proc.kill()
+            await proc.wait()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
