@@ -22,7 +22,7 @@ UPLOT_VENDOR := gateway/faces/static/vendor/uplot
 UPLOT_FILES := dist/uPlot.iife.min.js dist/uPlot.min.css LICENSE
 
 .PHONY: setup run test lint lint-proto lint-container typecheck proto proto-check floors bench clean \
-	vendor-uplot vendor-check screenshot
+	vendor-uplot vendor-check screenshot chromium
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,21 @@ setup: $(VENV)/.installed
 run: setup
 	$(BIN)/transfer-gateway serve
 
-test: setup proto-check lint typecheck
+test: setup chromium proto-check lint typecheck
 	$(BIN)/python -m pytest -q
+
+# Debian's Chromium for the browser tests (tests/support/browser.py drives it through Playwright;
+# Playwright's own download is never used). Installed when missing and we are root; otherwise
+# one line saying what to install. The tests themselves fail, never skip, without it.
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "make: no Chromium at $(CHROMIUM): installing Debian's chromium package"; \
+			apt-get update -qq && apt-get install -y -qq chromium >/dev/null || exit 1; \
+		fi; \
+		[ -x "$(CHROMIUM)" ] || { echo "make test needs Chromium at $(CHROMIUM) for the browser tests: run as root, or sudo apt-get install -y chromium (or set CHROMIUM=/path/to/chromium)"; exit 1; }; \
+	fi
 
 lint: setup
 	$(BIN)/ruff check .

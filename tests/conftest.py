@@ -16,9 +16,11 @@ from typing import Any
 import grpc
 import pytest
 import redis.asyncio
+from playwright.async_api import Browser
 
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from gateway.app import GatewayApp
+from tests.support.browser import CHROMIUM, headless_chromium, missing_chromium
 from tests.support.gateways import GatewayFactory, make_settings
 from tests.support.redis_server import REDIS_URL, RedisServer, private_redis
 
@@ -65,6 +67,23 @@ async def stub(gateway: GatewayApp) -> AsyncIterator[pb_grpc.TransferGatewayStub
     """A gRPC stub on the `gateway` fixture's port."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
         yield pb_grpc.TransferGatewayStub(channel)
+
+
+@pytest.fixture
+def chromium() -> str:
+    """The Chromium the browser tests drive; the test fails (never skips) when it is missing,
+    saying what to install (tests/support/browser.py)."""
+    problem = missing_chromium()
+    if problem is not None:
+        pytest.fail(problem)
+    return CHROMIUM
+
+
+@pytest.fixture
+async def browser(chromium: str) -> AsyncIterator[Browser]:
+    """Headless Chromium for one test (tests/ui, tests/http's EventSource, the bench report)."""
+    async with headless_chromium(chromium) as launched:
+        yield launched
 
 
 @pytest.fixture

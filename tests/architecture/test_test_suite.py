@@ -130,3 +130,40 @@ class TestCoreTestsUseTheClock:
             if re.search(r"(time|asyncio)\.sleep\((?!0\))", line)
         ]
         assert sleeps == []
+
+
+#: A skip (pytest.skip, mark.skipif, importorskip) whose arguments name Chromium.
+_SKIP_ON_BROWSER = re.compile(r"skip\w*\((?:[^()]|\([^()]*\))*chromium", re.IGNORECASE)
+
+
+class TestOneBrowser:
+    """Browser tests share one Chromium fixture (tests/conftest.py's `browser`, launched by
+    tests/support/browser.py) with one rule for a missing Chromium: fail, naming the fix. A test
+    launching its own could skip instead, and a skipped test hides a failure."""
+
+    def test_only_the_support_module_launches_chromium(self) -> None:
+        """No file under tests/ but tests/support/browser.py imports async_playwright, and no
+        test skips on a missing browser."""
+        own = TESTS / "support" / "browser.py"
+        offenders = [
+            f"{path.relative_to(TESTS.parent)} imports {name}"
+            for path, tree in _modules()
+            if path != own
+            for name in _imported(tree)
+            if name.endswith(".async_playwright") or name.endswith(".sync_playwright")
+        ]
+        skips = [
+            str(path.relative_to(TESTS.parent))
+            for path in sorted(TESTS.rglob("*.py"))
+            if path != Path(__file__) and _SKIP_ON_BROWSER.search(path.read_text())
+        ]
+        assert (offenders, skips) == ([], [])
+
+    def test_the_pin_sees_a_skip_on_a_missing_browser(self) -> None:
+        """The check above flags the skipif the browser tests had before."""
+        old = (
+            "@pytest.mark.skipif(\n    not os.path.exists(CHROMIUM) and not os.environ.get('CI'),"
+            "\n    reason='no Debian chromium here',\n)\nclass TestInChromium:\n"
+        )
+        assert _SKIP_ON_BROWSER.search(old)
+        assert not _SKIP_ON_BROWSER.search("pytest.skip('no Redis')\nbrowser = chromium()")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import async_playwright
+from playwright.async_api import Browser
 
 from gateway import cli
 from gateway.faces.assets import uplot
@@ -17,7 +16,6 @@ from gateway.tools.bench import LoadOptions, run_in_process
 from gateway.tools.report_html import DATA_ID, write_html
 from tests.support.gateways import make_settings
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's package; .ci/run installs it (never `playwright install`)
 FAST = [
     "--budget-rate",
     "500",
@@ -100,13 +98,11 @@ def _report_with_error(message: str) -> dict[str, Any]:
     )
 
 
-@pytest.mark.skipif(
-    not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-    reason="no Debian chromium here (.ci/run installs it; in CI this test always runs)",
-)
 class TestInChromium:
     @pytest.mark.timeout(180)
-    async def test_draws_three_charts_without_errors(self, tmp_path: Path) -> None:
+    async def test_draws_three_charts_without_errors(
+        self, tmp_path: Path, browser: Browser
+    ) -> None:
         """The page from a real run, opened as a file in headless Chromium: no script error,
         no request beyond the file itself, three charts drawn (ink on each canvas) with the
         run's operations in the legend, and the summary table showing the count."""
@@ -117,22 +113,17 @@ class TestInChromium:
 
         errors: list[str] = []
         requests: list[str] = []
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            try:
-                page = await browser.new_page(viewport={"width": 1200, "height": 900})
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
-                page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-                page.on("request", lambda r: requests.append(r.url))
-                await page.goto(path.as_uri())
-                await page.wait_for_selector("body[data-charts='3']", timeout=60_000)
-                charts = await page.evaluate(_INK)
-                legends = await page.locator(".u-legend").all_inner_texts()
-                summary = page.locator("table", has=page.locator("caption", has_text="Summary"))
-                count = await summary.locator("td").first.inner_text()
-                await page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
-            finally:
-                await browser.close()
+        page = await browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("request", lambda r: requests.append(r.url))
+        await page.goto(path.as_uri())
+        await page.wait_for_selector("body[data-charts='3']", timeout=60_000)
+        charts = await page.evaluate(_INK)
+        legends = await page.locator(".u-legend").all_inner_texts()
+        summary = page.locator("table", has=page.locator("caption", has_text="Summary"))
+        count = await summary.locator("td").first.inner_text()
+        await page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         assert errors == []
         assert requests == [path.as_uri()]
         assert [c["title"] for c in charts] == [

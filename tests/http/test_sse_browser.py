@@ -5,18 +5,15 @@ with `Last-Event-ID` after a cut stream and resumes without repeats, hears our f
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Request, async_playwright
+from playwright.async_api import Browser, Request
 
 from tests.support.gateways import GatewayFactory
 from tests.support.http_helpers import base_url
 from tests.support.waiting import eventually
-
-CHROMIUM = "/usr/bin/chromium"  # Debian's package; .ci/run installs it (never `playwright install`)
 
 #: Follows one EventSource until the browser gives up on it (readyState CLOSED), recording
 #: every event it dispatches: ours by name, and its own `error` with the readyState then.
@@ -37,14 +34,10 @@ _FOLLOW = """
 """
 
 
-@pytest.mark.skipif(
-    not os.path.exists(CHROMIUM) and not os.environ.get("CI"),
-    reason="no Debian chromium here (.ci/run installs it; in CI this test always runs)",
-)
 class TestEventSource:
     @pytest.mark.timeout(180)
     async def test_follows_a_cut_watch_to_its_end_and_then_stops(
-        self, gateway_factory: GatewayFactory, client: aiohttp.ClientSession
+        self, gateway_factory: GatewayFactory, client: aiohttp.ClientSession, browser: Browser
     ) -> None:
         """The watch is cut (watch.max_watch_seconds) while the server is ONLINE; EventSource
         reconnects with the last id, gets no ONLINE again, follows the stop made meanwhile to
@@ -56,28 +49,21 @@ class TestEventSource:
         url = f"{base_url(app)}/v1/servers/{server_id}:watch"
         requests: list[Request] = []
         statuses: list[int] = []
-        async with async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            try:
-                page = await browser.new_page()
-                # Same origin as the stream, so no CORS is involved.
-                await page.goto(f"{base_url(app)}/healthz")
-                page.on("request", lambda r: requests.append(r) if ":watch" in r.url else None)
-                page.on(
-                    "response", lambda r: statuses.append(r.status) if ":watch" in r.url else None
-                )
-                following = asyncio.create_task(page.evaluate(_FOLLOW, url))
-                # The second connection is the reconnect after the cut: ONLINE was read (and
-                # not sent again) before its status line, so the stop now is news to it.
-                await eventually(lambda: len(statuses) >= 2 or following.done(), within=60)
-                async with client.post(f"{base_url(app)}/v1/servers/{server_id}:stop") as stop:
-                    assert stop.status == 200
-                    await stop.read()
-                async with asyncio.timeout(60):
-                    seen: list[dict[str, Any]] = await following
-                last_event_ids = [(await r.all_headers()).get("last-event-id") for r in requests]
-            finally:
-                await browser.close()
+        page = await browser.new_page()
+        # Same origin as the stream, so no CORS is involved.
+        await page.goto(f"{base_url(app)}/healthz")
+        page.on("request", lambda r: requests.append(r) if ":watch" in r.url else None)
+        page.on("response", lambda r: statuses.append(r.status) if ":watch" in r.url else None)
+        following = asyncio.create_task(page.evaluate(_FOLLOW, url))
+        # The second connection is the reconnect after the cut: ONLINE was read (and
+        # not sent again) before its status line, so the stop now is news to it.
+        await eventually(lambda: len(statuses) >= 2 or following.done(), within=60)
+        async with client.post(f"{base_url(app)}/v1/servers/{server_id}:stop") as stop:
+            assert stop.status == 200
+            await stop.read()
+        async with asyncio.timeout(60):
+            seen: list[dict[str, Any]] = await following
+        last_event_ids = [(await r.all_headers()).get("last-event-id") for r in requests]
 
         ours = [event for event in seen if event["name"] != "error"]
         results = [event for event in ours if event["name"] == "result"]
