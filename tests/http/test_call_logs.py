@@ -12,6 +12,9 @@ import structlog
 from gateway._proto.transfer_gateway.v1 import gateway_pb2 as pb
 from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from gateway.app import GatewayApp
+from gateway.config import AuthSettings, CallerSettings
+from gateway.faces.auth import hash_token
+from tests.support.gateways import GatewayFactory
 from tests.support.http_helpers import base_url
 
 MISSING = "s-0000000000000000a"
@@ -156,3 +159,25 @@ class TestTheEndOfAnSseWatch:
                 assert response.status == 400
         ends = [e for e in logs if e["event"] == "call.end"]
         assert [e["outcome"] for e in ends] == ["INVALID_ARGUMENT"]
+
+    async def test_a_reconnect_after_the_end_is_only_for_a_caller_who_may_watch(
+        self, gateway_factory: GatewayFactory, client: aiohttp.ClientSession
+    ) -> None:
+        """With auth on, a `.end` reconnect to a server of an account the caller may not act on
+        is the watch's 403 (logged PERMISSION_DENIED with the caller), not a 204."""
+        auth = AuthSettings(
+            callers=(CallerSettings("a-only", hash_token("a-only-token-5d1e"), ("111111111111",)),)
+        )
+        app = await gateway_factory(auth=auth)
+        server_id = "s-0123456789abcdef0"
+        url = f"{base_url(app)}/v1/servers/{server_id}:watch?accountId=222222222222"
+        headers = {
+            "Accept": "text/event-stream",
+            "Last-Event-ID": f"{server_id}.2.OFFLINE.end",
+            "Authorization": "Bearer a-only-token-5d1e",
+        }
+        with structlog.testing.capture_logs() as logs:
+            async with client.get(url, headers=headers) as response:
+                assert response.status == 403
+        ends = [e for e in logs if e["event"] == "call.end"]
+        assert [(e["outcome"], e["caller"]) for e in ends] == [("PERMISSION_DENIED", "a-only")]

@@ -15,10 +15,13 @@ import structlog
 from httpx_sse import ServerSentEvent, aconnect_sse
 
 from gateway.app import GatewayApp
+from gateway.config import AuthSettings, CallerSettings
+from gateway.faces.auth import hash_token
 from tests.support.gateways import GatewayFactory
 from tests.support.http_helpers import base_url, detail_of
 
 SSE = {"Accept": "text/event-stream"}
+A, B = "111111111111", "222222222222"
 ENDED = ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED")
 
 
@@ -29,9 +32,17 @@ async def httpx_client() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def _create_job(client: aiohttp.ClientSession, app: GatewayApp, servers: list[str]) -> str:
-    body = {"operation": "JOB_OPERATION_STOP", "targets": [{"serverId": s} for s in servers]}
-    async with client.post(f"{base_url(app)}/v1/jobs", json=body) as response:
+async def _create_job(
+    client: aiohttp.ClientSession,
+    app: GatewayApp,
+    servers: list[str],
+    *,
+    account: str = "",
+    headers: dict[str, str] | None = None,
+) -> str:
+    targets = [{"serverId": s, "accountId": account} for s in servers]
+    body = {"operation": "JOB_OPERATION_STOP", "targets": targets}
+    async with client.post(f"{base_url(app)}/v1/jobs", json=body, headers=headers) as response:
         assert response.status == 200, await response.text()
         operation = await response.json()
     return str(operation["name"]).removeprefix("operations/")
@@ -193,3 +204,27 @@ class TestTheEndIsACall:
         headers = {**SSE, "Last-Event-ID": f"{missing}.4.end"}
         async with client.get(f"{base}/v1/jobs/{missing}:watch", headers=headers) as response:
             assert response.status == 404
+
+    async def test_the_204_is_only_for_a_caller_who_may_watch_the_job(
+        self, gateway_factory: GatewayFactory, client: aiohttp.ClientSession
+    ) -> None:
+        """With auth on, a caller allowed account A only gets 403 for a `.end` reconnect to a
+        job on account B, as for its watch: the 204 says nothing of another's job."""
+        auth = AuthSettings(
+            callers=(
+                CallerSettings("a-only", hash_token("a-only-token-5d1e"), (A,)),
+                CallerSettings("ops", hash_token("ops-token-8c2f"), ("*",)),
+            )
+        )
+        app = await gateway_factory(auth=auth)
+        assert app.emulator is not None
+        servers = app.emulator.create_servers(1, account=B)
+        ops = {"Authorization": "Bearer ops-token-8c2f"}
+        job_id = await _create_job(client, app, servers, account=B, headers=ops)
+        url = f"{base_url(app)}/v1/jobs/{job_id}:watch"
+        ended = {**SSE, "Last-Event-ID": f"{job_id}.3.end"}
+        mine = {"Authorization": "Bearer a-only-token-5d1e"}
+        async with client.get(url, headers={**ended, **mine}) as response:
+            assert response.status == 403
+        async with client.get(url, headers={**ended, **ops}) as response:
+            assert response.status == 204
