@@ -132,14 +132,12 @@ class HttpApi:
         violations = (resume,) if isinstance(resume, FieldViolation) else ()
 
         async def ask() -> Ask:
-            # Unknown query parameters are ignored: browsers and EventSource polyfills add
-            # cache busters, and a watch changes nothing.
-            query = request.query
+            query, bad = _query_fields(request)
             return Ask(
                 request.match_info["serverId"],
                 query.get("accountId", ""),
                 query.get("region", ""),
-                violations=violations,
+                violations=violations + bad,
             )
 
         if isinstance(resume, ResumeFrom) and resume.ended:
@@ -423,13 +421,46 @@ async def _read_json_body(
     violations: list[FieldViolation] = []
     out: dict[str, str] = {}
     for key, value in body.items():
-        shown = key if len(key) <= 40 else key[:40] + "..."
-        if key not in _BODY_FIELDS:
-            violations.append(FieldViolation(shown, "is not a field of this request"))
+        name = _FIELD_ALIASES.get(key, key)
+        if name not in _BODY_FIELDS:
+            violations.append(FieldViolation(_shown(key), "is not a field of this request"))
         elif value is None:
             continue  # proto JSON reads null as the default
         elif not isinstance(value, str):
             violations.append(FieldViolation(key, "must be a string"))
+        elif name in out:
+            violations.append(FieldViolation(key, f"is given twice (as {name} and {key})"))
         else:
-            out[key] = value
+            out[name] = value
+    return out, tuple(violations)
+
+
+#: The proto field names, which grpc-gateway (protojson) accepts beside the JSON names: a
+#: caller that writes `account_id` must act on that account, never on the default one.
+_FIELD_ALIASES = {"account_id": "accountId"}
+
+
+def _shown(key: str) -> str:
+    """A caller's field name as a violation shows it: at most 40 characters."""
+    return key if len(key) <= 40 else key[:40] + "..."
+
+
+def _query_fields(request: web.Request) -> tuple[dict[str, str], tuple[FieldViolation, ...]]:
+    """A watch's `accountId` (or `account_id`) and `region` from the query, and what is wrong
+    with it. An unknown parameter is refused, as an unknown body field is: a misspelt
+    `acountId` would otherwise watch the default account's server of that id and report its
+    state as the caller's. Parameters whose name starts with `_` are cache busters (jQuery's
+    `_=`, a proxy's), ignored."""
+    violations: list[FieldViolation] = []
+    out: dict[str, str] = {}
+    for key, value in request.query.items():
+        name = _FIELD_ALIASES.get(key, key)
+        if key.startswith("_"):
+            continue
+        if name not in _BODY_FIELDS:
+            violations.append(FieldViolation(_shown(key), "is not a parameter of this request"))
+        elif name in out:
+            violations.append(FieldViolation(key, "is given twice"))
+        else:
+            out[name] = value
     return out, tuple(violations)
