@@ -312,17 +312,33 @@ async def routing_errors(
             f"{request.method} is not allowed on {request.path[:200]} (allowed: {allowed})",
             metadata={"allow": allowed},
         )
+        _log_refused(request, error)
         response = error_response(error)
         response.headers["Allow"] = allowed
         return response
     if isinstance(routing_error, web.HTTPNotFound):
-        return error_response(
-            GatewayError(
-                ErrorKind.ROUTE_NOT_FOUND,
-                f"no route for {request.path[:200]} (see /openapi.json)",
-            )
+        error = GatewayError(
+            ErrorKind.ROUTE_NOT_FOUND, f"no route for {request.path[:200]} (see /openapi.json)"
         )
+        _log_refused(request, error)
+        return error_response(error)
     return await handler(request)
+
+
+def _log_refused(request: web.Request, error: GatewayError) -> None:
+    """A request no route takes never becomes a call, so no call.end tells of it: this line,
+    the same one the auth middleware writes for a 401, is its only trace (a client calling
+    a misspelt route would otherwise fail unseen)."""
+    log.warning(
+        "http.refused",
+        request_id=request_id_of(request),
+        face="http",
+        method=request.method,
+        path=request.path[:200],
+        outcome=error.kind.grpc_code.name,
+        reason=error.kind.reason,
+        message=str(error),
+    )
 
 
 def error_response(error: GatewayError) -> web.Response:

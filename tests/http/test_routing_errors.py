@@ -34,6 +34,28 @@ class TestRoutingErrors:
         assert reason_of(status) == "ROUTE_NOT_FOUND"
         assert "/openapi.json" in status["message"]
 
+    async def test_routing_errors_are_logged_with_the_request_id(
+        self, gateway: GatewayApp, client: aiohttp.ClientSession
+    ) -> None:
+        """A 404 and a 405 never become calls; each still leaves one http.refused line at
+        warning, with the request id the caller sent and was answered with."""
+        with structlog.testing.capture_logs() as logs:
+            async with client.get(
+                base_url(gateway) + "/v1/servrs", headers={"x-request-id": "typo-1"}
+            ) as response:
+                assert response.status == 404
+                assert response.headers["x-request-id"] == "typo-1"
+            async with client.get(
+                base_url(gateway) + f"/v1/servers/{UNKNOWN}:stop", headers={"x-request-id": "m-2"}
+            ) as response:
+                assert response.status == 405
+        refused = [e for e in logs if e["event"] == "http.refused"]
+        assert [(e["request_id"], e["reason"], e["log_level"]) for e in refused] == [
+            ("typo-1", "ROUTE_NOT_FOUND", "warning"),
+            ("m-2", "METHOD_NOT_ALLOWED", "warning"),
+        ]
+        assert refused[0]["path"] == "/v1/servrs"
+
     @pytest.mark.parametrize(
         ("method", "path", "allowed"),
         [
