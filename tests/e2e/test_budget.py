@@ -127,13 +127,18 @@ class TestAccountsApart:
     ) -> None:
         """An account with a long queue for budget does not hold back a quiet account: the
         quiet one's stop is requested without waiting while the busy one's callers queue."""
-        app = await gateway_factory(budget={"rate": 1, "burst": 1})
+        # One token per 10 s. At 1/s, a stall of ~2 s between the first stop and the others
+        # (e.g. the first making the account's botocore client; seconds under load)
+        # let its watch finish and a token refill, so a later caller went without waiting
+        # (reproduced with a 2.5 s sleep). The fourth waiter's 40 s wait stays within its
+        # deadline, so it is queued, not refused.
+        app = await gateway_factory(budget={"rate": 0.1, "burst": 1})
         assert app.emulator is not None
         busy = app.emulator.create_servers(5)
         (quiet,) = app.emulator.create_servers(1, account=OTHER)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
             stub = pb_grpc.TransferGatewayStub(channel)
-            busy_calls = [stub.StopServer(_request(s), timeout=30) for s in busy]
+            busy_calls = [stub.StopServer(_request(s), timeout=60) for s in busy]
             firsts = [await call.read() for call in busy_calls]
             assert [u.stage for u in firsts].count(pb.STAGE_WAITING_FOR_BUDGET) == 4
             quiet_first = await stub.StopServer(_request(quiet, OTHER), timeout=10).read()
