@@ -145,7 +145,9 @@ class TestSse:
     ) -> None:
         """GET :watch with Accept: text/event-stream streams STOPPING then OFFLINE, and sends
         no StopServer of its own."""
-        gateway = await gateway_factory(emulator={"transition_seconds": 1.5})
+        # STOPPING lasts 5 s from creation: the watch's first poll must come before it ends,
+        # which 1.5 s did not always allow on a loaded machine (the first event was OFFLINE).
+        gateway = await gateway_factory(emulator={"transition_seconds": 5})
         assert gateway.emulator is not None
         (server_id,) = gateway.emulator.create_servers(1, state="STOPPING")
         async with client.get(
