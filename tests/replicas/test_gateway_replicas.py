@@ -106,12 +106,16 @@ class TestSharedBudget:
     async def test_one_replica_spends_the_others_budget(
         self, emulator: Emulator, replicas: Replicas
     ) -> None:
-        """Rate 0.5/s, burst 2: two stops through replica A spend the burst, so a stop through
+        """Rate 0.2/s, burst 2: two stops through replica A spend the burst, so a stop through
         replica B with 1 s to spare is refused at once (RESOURCE_EXHAUSTED: the next token
-        is 2 s away), where a replica with a bucket of its own would have had two tokens."""
-        a, b = await replicas(2, budget={"rate": 0.5, "burst": 2})
+        is 5 s away), where a replica with a bucket of its own would have had two tokens."""
+        # At 0.5/s (2 s a token) B's stop, coming over 1 s after A's on a loaded machine, found
+        # the next token under 1 s away, queued for it and ended DEADLINE_EXCEEDED (reproduced
+        # with a 1.5 s sleep). At 5 s a token B may come up to 4 s late; A's stops then wait
+        # for their polls' tokens (two DescribeServer, ~10 s), hence their longer deadline.
+        a, b = await replicas(2, budget={"rate": 0.2, "burst": 2})
         first, second, third = emulator.create_servers(3)
-        on_a = asyncio.gather(stop_via(a, first), stop_via(a, second))
+        on_a = asyncio.gather(stop_via(a, first, deadline=60), stop_via(a, second, deadline=60))
 
         async def both_sent() -> bool:
             return emulator.calls("StopServer") == 2
