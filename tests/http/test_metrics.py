@@ -17,6 +17,7 @@ from gateway._proto.transfer_gateway.v1 import gateway_pb2_grpc as pb_grpc
 from gateway.app import GatewayApp
 from tests.support.grpc_helpers import collect
 from tests.support.http_helpers import base_url, ndjson_lines
+from tests.support.waiting import eventually
 
 SERVICE = "transfer_gateway.v1.TransferGateway"
 MISSING = "s-0123456789abcdef0"
@@ -65,8 +66,20 @@ class TestMetrics:
         assert code == grpc.StatusCode.OK
         _, missing_code = await _grpc_stop(gateway, MISSING)
         assert missing_code == grpc.StatusCode.NOT_FOUND
-        _, samples = await _scrape(client, gateway)
         stop = _grpc("StopServer")
+        samples: Samples = {}
+
+        async def both_recorded() -> bool:
+            # The client has the status before the server's handler has finished recording
+            # the call; on a loaded machine a scrape right away can come in between.
+            nonlocal samples
+            _, samples = await _scrape(client, gateway)
+            return _value(samples, "grpc_server_handling_seconds_count", **stop) >= 2
+
+        await eventually(
+            both_recorded,
+            message=lambda: str({k: v for k, v in samples.items() if k[0].startswith("grpc_")}),
+        )
         assert _value(samples, "grpc_server_started_total", **stop) == 2
         assert _value(samples, "grpc_server_handled_total", **stop, grpc_code="OK") == 1
         assert _value(samples, "grpc_server_handled_total", **stop, grpc_code="NOT_FOUND") == 1
