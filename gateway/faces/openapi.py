@@ -32,7 +32,7 @@ from gateway.faces.aws import AwsApi
 from gateway.faces.openapi_schemas import ProtoSchemas, Schema, ref, shape_schema
 from gateway.faces.request_ids import HEADER as REQUEST_ID_HEADER
 from gateway.faces.request_ids import PATTERN as REQUEST_ID_PATTERN
-from gateway.faces.sse import EVENT_NAMES, ID_RE, LAST_EVENT_ID
+from gateway.faces.sse import EVENT_NAMES, ID_RE, JOB_ID_RE, LAST_EVENT_ID
 from gateway.regions import transfer_regions
 
 OPENAPI_VERSION: Final = "3.2.0"
@@ -45,8 +45,16 @@ GRPC_TIMEOUT: Final = re.compile(r"([0-9]{1,8})([HMSmun])")
 SERVICE: Final = pb.DESCRIPTOR.services_by_name["TransferGateway"]
 #: The RPCs whose HTTP routes read Grpc-Timeout (gateway.faces.http); the job routes do not.
 _TIMED = frozenset({"StopServer", "StartServer", "WatchServer"})
-#: Only a watch resumes from Last-Event-ID (gateway.faces.sse): EventSource never POSTs.
-_RESUMED = frozenset({"WatchServer"})
+#: Only a watch resumes from Last-Event-ID (gateway.faces.sse): EventSource never POSTs. Each
+#: takes its own stream's ids: the Last-Event-ID parameter (a component) and the ids' spelling.
+_RESUMED: Final[dict[str, tuple[str, str]]] = {
+    "WatchServer": ("LastEventId", "<serverId>.<n>.<STATE>[.end]"),
+    "WatchJob": ("JobLastEventId", "<jobId>.<n>[.end]"),
+}
+#: The streamed message -> its watch's event ids (stop and start send none).
+_EVENT_IDS: Final[dict[str, str]] = {
+    SERVICE.methods_by_name[name].output_type.full_name: ids for name, (_, ids) in _RESUMED.items()
+}
 STATUS = status_pb2.Status.DESCRIPTOR
 #: What error_to_status (gateway.faces.messages) packs into google.rpc.Status.details.
 _ERROR_DETAILS = (
@@ -198,7 +206,7 @@ class _Document:
         if method.name in _TIMED:
             parameters.append(ref_parameter("GrpcTimeout"))
         if method.name in _RESUMED:
-            parameters.append(ref_parameter("LastEventId"))
+            parameters.append(ref_parameter(_RESUMED[method.name][0]))
         parameters.append(ref_parameter("RequestId"))
         operation["parameters"] = parameters
         if method.server_streaming:
@@ -243,6 +251,8 @@ class _Document:
             "oneOf": [{"required": ["result"]}, {"required": ["error"]}],
         }
         event = f"{message.full_name}.Event"
+        watched = _EVENT_IDS.get(message.full_name)
+        ids = f" A watch's events carry ids it resumes from (`id: {watched}`)." if watched else ""
 
         def sse(kind: str, payload: Schema) -> Schema:
             return {
@@ -256,9 +266,8 @@ class _Document:
             "type": "object",
             "description": f"One server-sent event: `{EVENT_NAMES['result']}` with a"
             f" {message.full_name} as its JSON data, or last `{EVENT_NAMES['error']}` with a"
-            " google.rpc.Status. A watch's events carry ids it resumes from (`id:"
-            " <serverId>.<n>.<STATE>[.end]`); comments (`: keep-alive`) and the opening"
-            " `retry:` carry no event.",
+            f" google.rpc.Status.{ids} Each stream opens with `retry:` (the reconnection"
+            " delay, ms); it and comments (`: keep-alive`) carry no event.",
             "required": ["event", "data"],
             "properties": {
                 "event": {"enum": [EVENT_NAMES["result"], EVENT_NAMES["error"]]},
@@ -631,6 +640,14 @@ _PARAMETERS: Final[Schema] = {
         "description": "SSE only: the `id` of the last event had, to resume the watch after it"
         " (docs/http.md); only ids of this server's stream (another is a 400 naming it).",
         "schema": {"type": "string", "pattern": f"^{ID_RE.pattern}$"},
+    },
+    "JobLastEventId": {
+        "name": LAST_EVENT_ID,
+        "in": "header",
+        "required": False,
+        "description": "SSE only: the `id` of the last event had, to resume the watch after it"
+        " (docs/jobs.md); only ids of this job's stream (another is a 400 naming it).",
+        "schema": {"type": "string", "pattern": f"^{JOB_ID_RE.pattern}$"},
     },
     "RequestId": {
         "name": REQUEST_ID_HEADER,

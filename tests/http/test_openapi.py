@@ -126,7 +126,8 @@ class TestDocument:
     def test_what_the_proto_cannot_say_is_stated(self) -> None:
         """Patterns and the regions validation accepts, the Grpc-Timeout and request-id
         headers, google.rpc.Status for every status of the error table, the AWS face's
-        target header and bodies, and security schemes."""
+        target header and bodies, each watch's own Last-Event-ID and its 204, and security
+        schemes."""
         document = openapi_document(CoreSettings(extra_regions=("mars-1",)))
         stop = document["paths"]["/v1/servers/{serverId}:stop"]["post"]
         (server,) = [p for p in stop["parameters"] if p.get("name") == "serverId"]
@@ -152,6 +153,24 @@ class TestDocument:
             "TransferService.DescribeServer",
             "TransferService.ListServers",
         ]
+        for watch, spelled, other in (
+            ("/v1/servers/{serverId}:watch", "s-0123456789abcdef0.3.ONLINE.end", "job-1.3"),
+            ("/v1/jobs/{jobId}:watch", "job-0123456789abcdef.3.end", "s-1.3.ONLINE"),
+        ):
+            operation = document["paths"][watch]["get"]
+            (resume,) = [
+                _resolve(document, p)
+                for p in operation["parameters"]
+                if _resolve(document, p)["name"] == "Last-Event-ID"
+            ]
+            assert resume["in"] == "header"
+            assert resume["required"] is False
+            assert re.fullmatch(resume["schema"]["pattern"].strip("^$"), spelled), watch
+            assert not re.fullmatch(resume["schema"]["pattern"].strip("^$"), other), watch
+            assert "400" in resume["description"]
+            ended = operation["responses"]["204"]
+            assert "Last-Event-ID" in ended["description"]
+            assert "x-request-id" in ended["headers"]
         stop_input = document["components"]["schemas"]["aws.transfer.StopServerRequest"]
         assert stop_input["required"] == ["ServerId"]
         assert set(document["components"]["securitySchemes"]) == {"bearer", "mutualTLS", "sigv4"}

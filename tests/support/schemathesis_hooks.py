@@ -27,21 +27,26 @@ def _ndjson(ctx: Any, response: Any) -> list[Any]:
 
 #: google.rpc.Code FAILED_PRECONDITION: a rule about the server's state.
 _FAILED_PRECONDITION = 9
+#: The job watch: it resumes from Last-Event-ID too (a job has no state rule to refuse for).
+_JOB_WATCH = "/v1/jobs/{jobId}:watch"
 
 
 @schemathesis.check
 def refused_only_for_state(ctx: Any, response: Any, case: Any) -> bool | None:
-    """positive_data_acceptance for the server routes, which allow 400 (tests/support/
-    schemathesis.toml): a schema-valid request refused with 400 is refused for the server's
-    state (FAILED_PRECONDITION: OPERATION_IN_FLIGHT, STATE_CONFLICT, UPSTREAM_REJECTED) or for
-    a Last-Event-ID of another stream, which no schema can express, never for another field."""
+    """positive_data_acceptance for the server routes and the job watch, which allow 400
+    (tests/support/schemathesis.toml): a schema-valid request refused with 400 is refused for
+    the server's state (FAILED_PRECONDITION: OPERATION_IN_FLIGHT, STATE_CONFLICT,
+    UPSTREAM_REJECTED; server routes only) or for a Last-Event-ID of another stream, which no
+    schema can express, never for another field."""
     meta = case.meta
     if meta is None or not meta.generation.mode.is_positive or response.status_code != 400:
         return None
-    if not str(case.operation.path).startswith("/v1/servers/"):
+    path = str(case.operation.path)
+    server = path.startswith("/v1/servers/")
+    if not server and path != _JOB_WATCH:
         return None
     status = json.loads(response.content)
-    if status.get("code") == _FAILED_PRECONDITION or _only_last_event_id(status):
+    if (server and status.get("code") == _FAILED_PRECONDITION) or _only_last_event_id(status):
         return True
     raise AssertionError(f"a schema-valid request was refused: {status}")
 
