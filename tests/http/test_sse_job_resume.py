@@ -5,31 +5,23 @@ has ended (so EventSource stops re-fetching), and a bad Last-Event-ID a 400 nami
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import httpx
 import pytest
 import structlog
-from httpx_sse import ServerSentEvent, aconnect_sse
+from httpx_sse import ServerSentEvent
 
 from gateway.app import GatewayApp
 from gateway.config import AuthSettings, CallerSettings
 from gateway.faces.auth import hash_token
 from tests.support.gateways import GatewayFactory
-from tests.support.http_helpers import base_url, detail_of
+from tests.support.http_helpers import base_url, detail_of, event_source
 
 SSE = {"Accept": "text/event-stream"}
 A, B = "111111111111", "222222222222"
 ENDED = ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED")
-
-
-@pytest.fixture
-async def httpx_client() -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client (another HTTP stack than the gateway's), no proxies from the environment."""
-    async with httpx.AsyncClient(timeout=60, trust_env=False) as client:
-        yield client
 
 
 async def _create_job(
@@ -46,26 +38,6 @@ async def _create_job(
         assert response.status == 200, await response.text()
         operation = await response.json()
     return str(operation["name"]).removeprefix("operations/")
-
-
-async def _events(
-    client: httpx.AsyncClient, url: str, last_event_id: str | None = None, *, until: int = 0
-) -> tuple[int | None, list[ServerSentEvent]]:
-    """What one EventSource connection gets, parsed by httpx-sse: the `retry` it was told and
-    its events. `until`: hang up after that many events (0: read to the end)."""
-    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-    retry = None
-    events: list[ServerSentEvent] = []
-    async with aconnect_sse(client, "GET", url, headers=headers) as source:
-        assert source.response.status_code == 200, await source.response.aread()
-        async for sse in source.aiter_sse():
-            if sse.retry is not None and not sse.data:
-                retry = sse.retry
-                continue
-            events.append(sse)
-            if len(events) == until:
-                break
-    return retry, events
 
 
 def _job_state(event: ServerSentEvent) -> str:
@@ -87,7 +59,7 @@ class TestIdsAndEnd:
         assert gateway.emulator is not None
         job_id = await _create_job(client, gateway, gateway.emulator.create_servers(2))
         url = f"{base_url(gateway)}/v1/jobs/{job_id}:watch"
-        retry, events = await _events(httpx_client, url)
+        retry, events = await event_source(httpx_client, url)
         assert retry == 2000
         assert {e.event for e in events} == {"result"}
         assert [e.id for e in events[:-1]] == [f"{job_id}.{n}" for n in range(1, len(events))]
@@ -108,8 +80,8 @@ class TestIdsAndEnd:
         assert gateway.emulator is not None
         job_id = await _create_job(client, gateway, gateway.emulator.create_servers(1))
         url = f"{base_url(gateway)}/v1/jobs/{job_id}:watch"
-        await _events(httpx_client, url)  # to the end
-        _, events = await _events(httpx_client, url)
+        await event_source(httpx_client, url)  # to the end
+        _, events = await event_source(httpx_client, url)
         assert [e.id for e in events] == [f"{job_id}.1.end"]
         assert _job_state(events[0]) in ENDED
 
@@ -127,10 +99,10 @@ class TestResume:
         assert app.emulator is not None
         job_id = await _create_job(client, app, app.emulator.create_servers(3))
         url = f"{base_url(app)}/v1/jobs/{job_id}:watch"
-        _, first = await _events(httpx_client, url, until=1)
+        _, first = await event_source(httpx_client, url, until=1)
         assert [e.id for e in first] == [f"{job_id}.1"]
 
-        retry, resumed = await _events(httpx_client, url, first[0].id)
+        retry, resumed = await event_source(httpx_client, url, first[0].id)
         assert retry == 2000
         assert [e.id for e in resumed[:-1]] == [f"{job_id}.{n}" for n in range(2, len(resumed) + 1)]
         assert resumed[-1].id == f"{job_id}.{len(resumed) + 1}.end"

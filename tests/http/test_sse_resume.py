@@ -5,26 +5,17 @@ event named `status` (never `error`), and a bad Last-Event-ID a 400 naming the h
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import httpx
 import pytest
-from httpx_sse import ServerSentEvent, aconnect_sse
 
 from gateway.app import GatewayApp
 from tests.support.gateways import GatewayFactory
-from tests.support.http_helpers import base_url, detail_of, reason_of, sse_blocks
+from tests.support.http_helpers import base_url, detail_of, event_source, reason_of, sse_blocks
 
 SSE = {"Accept": "text/event-stream"}
-
-
-@pytest.fixture
-async def httpx_client() -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client (another HTTP stack than the gateway's), no proxies from the environment."""
-    async with httpx.AsyncClient(timeout=30, trust_env=False) as client:
-        yield client
 
 
 def _seq(event_id: str) -> int:
@@ -33,27 +24,6 @@ def _seq(event_id: str) -> int:
 
 def _state(data: dict[str, Any]) -> str:
     return str(data["state"]).removeprefix("SERVER_STATE_")
-
-
-async def _events(
-    client: httpx.AsyncClient, url: str, last_event_id: str | None = None, *, until: int = 0
-) -> tuple[int | None, list[ServerSentEvent]]:
-    """What one EventSource connection gets, parsed by httpx-sse: the `retry` it was told and
-    its events (not the retry block, which dispatches no event in a browser). `until`: hang
-    up after that many events, as a dropped connection would (0: read to the end)."""
-    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-    retry = None
-    events: list[ServerSentEvent] = []
-    async with aconnect_sse(client, "GET", url, headers=headers) as source:
-        assert source.response.status_code == 200, await source.response.aread()
-        async for sse in source.aiter_sse():
-            if sse.retry is not None and not sse.data:
-                retry = sse.retry
-                continue
-            events.append(sse)
-            if len(events) == until:
-                break
-    return retry, events
 
 
 class TestIdsAndRetry:
@@ -137,7 +107,7 @@ class TestResume:
         assert app.emulator is not None
         (server_id,) = app.emulator.create_servers(1)
         url = f"{base_url(app)}/v1/servers/{server_id}:watch"
-        retry, first = await _events(httpx_client, url, until=1)
+        retry, first = await event_source(httpx_client, url, until=1)
         assert retry == 2000
         assert [(e.event, e.id) for e in first] == [("result", f"{server_id}.1.ONLINE")]
 
@@ -174,14 +144,14 @@ class TestResume:
         assert gateway.emulator is not None
         (server_id,) = gateway.emulator.create_servers(1)
         url = f"{base_url(gateway)}/v1/servers/{server_id}:watch"
-        _, first = await _events(httpx_client, url, until=1)
+        _, first = await event_source(httpx_client, url, until=1)
         assert [e.id for e in first] == [f"{server_id}.1.ONLINE"]
         async with client.post(f"{base_url(gateway)}/v1/servers/{server_id}:stop") as stopped:
             assert stopped.status == 200
             await stopped.read()
         assert gateway.emulator.server_state(server_id) == "OFFLINE"
 
-        retry, resumed = await _events(httpx_client, url, first[-1].id)
+        retry, resumed = await event_source(httpx_client, url, first[-1].id)
         assert retry == 2000
         assert [(e.event, e.id) for e in resumed] == [("result", f"{server_id}.2.OFFLINE.end")]
         assert resumed[0].json()["terminal"] is True

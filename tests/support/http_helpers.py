@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import aiohttp
+import httpx
+from httpx_sse import ServerSentEvent, aconnect_sse
 
 from gateway.app import GatewayApp
 
@@ -73,3 +75,24 @@ def detail_of(status: dict[str, Any], type_suffix: str) -> dict[str, Any]:
 def reason_of(status: dict[str, Any]) -> str:
     """The ErrorInfo reason of a google.rpc.Status JSON."""
     return str(detail_of(status, "google.rpc.ErrorInfo")["reason"])
+
+
+async def event_source(
+    client: httpx.AsyncClient, url: str, last_event_id: str | None = None, *, until: int = 0
+) -> tuple[int | None, list[ServerSentEvent]]:
+    """What one EventSource connection gets, parsed by httpx-sse: the `retry` it was told and
+    its events (not the retry block, which dispatches no event in a browser). `until`: hang
+    up after that many events, as a dropped connection would (0: read to the end)."""
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    retry = None
+    events: list[ServerSentEvent] = []
+    async with aconnect_sse(client, "GET", url, headers=headers) as source:
+        assert source.response.status_code == 200, await source.response.aread()
+        async for sse in source.aiter_sse():
+            if sse.retry is not None and not sse.data:
+                retry = sse.retry
+                continue
+            events.append(sse)
+            if len(events) == until:
+                break
+    return retry, events
