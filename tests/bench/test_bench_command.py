@@ -11,6 +11,7 @@ import pytest
 from gateway import cli
 from gateway.app import GatewayApp
 from gateway.tools.bench import LoadOptions, distribution, run_against_target, run_in_process
+from tests.bench.support import FAST
 from tests.support.gateways import make_settings
 
 #: ghz's top-level fields, which tools reading ghz's JSON rely on.
@@ -26,18 +27,6 @@ GHZ_FIELDS = {
     "latencyDistribution",
     "histogram",
 }
-FAST = [
-    "--budget-rate",
-    "500",
-    "--budget-burst",
-    "500",
-    "--emulator-quota-rate",
-    "1000",
-    "--emulator-quota-burst",
-    "1000",
-    "--emulator-transition-seconds",
-    "0.1",
-]
 
 
 def _run_cli(tmp_path: Path, *flags: str) -> tuple[int, dict[str, Any]]:

@@ -14,20 +14,9 @@ from gateway import cli
 from gateway.faces.assets import uplot
 from gateway.tools.bench import LoadOptions, run_in_process
 from gateway.tools.report_html import DATA_ID, write_html
+from tests.bench.support import FAST
 from tests.support.gateways import make_settings
 
-FAST = [
-    "--budget-rate",
-    "500",
-    "--budget-burst",
-    "500",
-    "--emulator-quota-rate",
-    "1000",
-    "--emulator-quota-burst",
-    "1000",
-    "--emulator-transition-seconds",
-    "0.1",
-]
 _DATA = re.compile(rf'<script type="application/json" id="{DATA_ID}">(.*?)</script>', re.DOTALL)
 
 
